@@ -1,0 +1,1 @@
+"""ecqx-bench experiment plumbing: configs, data, models, training, tracking, search, reports."""

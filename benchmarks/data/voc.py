@@ -1,0 +1,198 @@
+"""PASCAL VOC 2012 multi-label classification over the 20 object classes.
+
+Layout (what ``torchvision.datasets.VOCDetection(root, year="2012", download=True)`` leaves)::
+
+    <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
+                            Annotations/<id>.xml
+                            ImageSets/Main/train.txt, val.txt      (one image id per line)
+
+Target: float32 (20,) 0/1 vector, class c present iff the image has a non-difficult object of c.
+The official test set is not public, so: train = ``train.txt`` minus a seeded ``val_share`` (10 %)
+held out as val; test = the official ``val.txt``. Images are decoded lazily (PIL). Train: random
+resized crop (scale 0.25..1 of the area, so that crops rarely lose every labelled object; aspect
+3/4..4/3) to ``image_size`` and horizontal flip, both from per-item seeds. Val/test: resize the
+short side to ``image_size * 8/7`` (256 for 224) and centre-crop. ImageNet mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
+
+from benchmarks.data import DATASETS, DataSplits, DatasetError
+from benchmarks.data.cifar import (
+    EpochDraws,
+    check_limit,
+    check_options,
+    check_root,
+    fingerprint,
+    limit_indices,
+    require,
+    split_train_val,
+)
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_SCALE = (0.25, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+DEFAULTS = {"image_size": 224, "val_share": 0.1}
+HOW_TO_GET = (
+    "get it with --download, or torchvision.datasets.VOCDetection(root, year='2012', download=True), "
+    "or unpack VOCtrainval_11-May-2012.tar into the data dir so that <data dir>/VOCdevkit/VOC2012/ exists"
+)
+
+
+class VocImages(Dataset):
+    """Lazily decoded VOC images.
+
+    ids: image ids; targets: float32 (N, 20). Item: (float32 (3, S, S) normalised, float32 (20,)).
+    """
+
+    def __init__(self, base: Path, ids: list[str], targets: Tensor, *, size: int, augment: bool,
+                 seed: int) -> None:
+        self.base, self.ids, self.targets = base, ids, targets
+        self.size, self.augment = size, augment
+        self.draws = EpochDraws(len(ids), seed)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tie augmentation to (seed, index, epoch); see :class:`EpochDraws`."""
+        self.draws.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self._decode(self.base / "JPEGImages" / f"{self.ids[index]}.jpg")
+        if self.augment:
+            rng = random.Random(self.draws.next(index))
+            top, left, height, width = crop_params(rng, image.width, image.height)
+            image = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
+            if rng.random() < 0.5:
+                image = TF.hflip(image)
+        else:
+            image = TF.resize(image, round(self.size * 8 / 7), antialias=True)
+            image = TF.center_crop(image, [self.size, self.size])
+        x = TF.pil_to_tensor(image).to(torch.float32) / 255
+        return (x - self.mean) / self.std, self.targets[index].clone()
+
+    @staticmethod
+    def _decode(path: Path) -> Image.Image:
+        """The RGB image at ``path``; unreadable -> DatasetError naming it."""
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"voc: cannot decode JPEG {path} ({error}); {HOW_TO_GET}") from None
+
+
+def crop_params(rng: random.Random, width: int, height: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random-resized crop (torchvision's algorithm, own RNG)."""
+    area = width * height
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    w, h = width, height  # fallback: central crop with the aspect clamped to CROP_RATIO
+    if width / height < CROP_RATIO[0]:
+        h = round(width / CROP_RATIO[0])
+    elif width / height > CROP_RATIO[1]:
+        w = round(height * CROP_RATIO[1])
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def parse_annotation(path: Path) -> Tensor:
+    """float32 (20,) presence vector of the non-difficult objects in one VOC XML file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as error:
+        raise DatasetError(f"voc: malformed annotation {path} ({error}); {HOW_TO_GET}") from None
+    target = torch.zeros(len(VOC_CLASSES), dtype=torch.float32)
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            raise DatasetError(
+                f"voc: annotation {path} has an object of unknown class {name!r} (expected one of "
+                f"the 20 VOC classes); {HOW_TO_GET}"
+            )
+        if (obj.findtext("difficult") or "0").strip() != "1":
+            target[VOC_CLASSES.index(name)] = 1.0
+    return target
+
+
+def _read_ids(path: Path) -> list[str]:
+    """Image ids listed in an ImageSets/Main file, one per line (first column)."""
+    require(path, "voc", "an image-set list of the VOC layout", HOW_TO_GET)
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"voc: image-set list {path} is empty; {HOW_TO_GET}")
+    return ids
+
+
+def _annotate(base: Path, ids: list[str]) -> tuple[Tensor, list[tuple[str, int]]]:
+    """(targets float32 (N, 20), manifest (name, bytes) of the XML and JPEG files)."""
+    targets, entries = [], []
+    for image_id in ids:
+        xml = require(base / "Annotations" / f"{image_id}.xml", "voc", "annotation", HOW_TO_GET)
+        jpeg = require(base / "JPEGImages" / f"{image_id}.jpg", "voc", "image", HOW_TO_GET)
+        targets.append(parse_annotation(xml))
+        entries += [(f"Annotations/{xml.name}", xml.stat().st_size), (f"JPEGImages/{jpeg.name}", jpeg.stat().st_size)]
+    return torch.stack(targets), entries
+
+
+@DATASETS.register("voc")
+def load(
+    root: Path | None, *, seed: int, download: bool = False, limit: int | None = None, **options: Any
+) -> DataSplits:
+    """VOC 2012 multi-label: (3, S, S) inputs, float32 (20,) targets; train/val from train.txt,
+    test = val.txt. Options: image_size (S, default 224), val_share (default 0.1)."""
+    opts = check_options("voc", options, DEFAULTS)
+    check_limit("voc", limit)
+    size, val_share = opts["image_size"], opts["val_share"]
+    if not isinstance(size, int) or size < 8:
+        raise DatasetError(f"voc: option image_size must be an int >= 8, got {size!r}")
+    if not isinstance(val_share, (int, float)) or not 0 < val_share < 1:
+        raise DatasetError(f"voc: option val_share must lie in (0, 1), got {val_share!r}")
+    if download and root is not None:
+        import torchvision
+
+        Path(root).mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.VOCDetection(str(root), year="2012", image_set="trainval", download=True)
+    root = check_root("voc", root, HOW_TO_GET)
+    base = require(root / "VOCdevkit" / "VOC2012", "voc", "the unpacked VOC 2012 devkit", HOW_TO_GET, folder=True)
+    lists = base / "ImageSets" / "Main"
+    train_ids, test_ids = _read_ids(lists / "train.txt"), _read_ids(lists / "val.txt")
+    train_targets, train_entries = _annotate(base, train_ids)
+    test_targets, test_entries = _annotate(base, test_ids)
+    n_val = max(1, round(val_share * len(train_ids))) if len(train_ids) > 1 else 0
+    train_idx, val_idx = split_train_val(len(train_ids), n_val, seed, 0)
+    parts = {"train": (train_ids, train_targets, train_idx), "val": (train_ids, train_targets, val_idx),
+             "test": (test_ids, test_targets, torch.arange(len(test_ids)))}
+    splits = {}
+    for number, (name, (ids, targets, idx)) in enumerate(parts.items()):
+        idx = idx[limit_indices(len(idx), limit, seed, 1 + number)]
+        splits[name] = VocImages(base, [ids[i] for i in idx.tolist()], targets[idx].clone(), size=size,
+                                 augment=name == "train", seed=seed)
+    lists_entries = [(f"ImageSets/Main/{n}", (lists / n).stat().st_size) for n in ("train.txt", "val.txt")]
+    fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed,
+                     limit=limit, **opts)
+    return DataSplits(**splits, num_classes=len(VOC_CLASSES), input_shape=(3, size, size),
+                      multilabel=True, fingerprint=fp)
