@@ -22,8 +22,9 @@ class QuantizedLayer:
     bits: int
 
     def dequantize(self) -> Tensor:
-        """The float32 weight tensor ``levels * step``."""
-        return self.levels.to(torch.float32) * torch.tensor(self.step, dtype=torch.float32)
+        """The float32 weight tensor ``levels * step`` (product in float64, then rounded once,
+        exactly as :meth:`ecqx.codebook.Grid.centroids` computes the levels)."""
+        return (self.levels.to(torch.float64) * self.step).to(torch.float32)
 
 
 @dataclass

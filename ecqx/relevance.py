@@ -12,6 +12,7 @@ relevance is the true-class logit per sample (multi-label: the positive classes'
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -102,7 +103,10 @@ class WeightRelevance:
         self.composite_name, self.canonizer, self.epsilon = composite, canonizer, epsilon
 
     def _composite(self, targets: dict[nn.Module, str], sink):
-        composite = COMPOSITES[self.composite_name](canonizers=CANONIZERS[self.canonizer]())
+        cls = COMPOSITES[self.composite_name]
+        accepted = inspect.signature(cls).parameters
+        kwargs = {k: self.epsilon for k in ("epsilon", "stabilizer") if k in accepted}
+        composite = cls(canonizers=CANONIZERS[self.canonizer](), **kwargs)
         inner_map = composite.module_map
 
         def module_map(ctx, name, module):

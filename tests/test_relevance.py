@@ -1,0 +1,73 @@
+import pytest
+import torch
+from torch import nn
+
+from ecqx.relevance import WeightRelevance, start_relevance
+
+
+def bias_free_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(6, 16, bias=False), nn.ReLU(), nn.Linear(16, 12, bias=False), nn.ReLU(), nn.Linear(12, 3, bias=False)
+    )
+
+
+def layers_of(model: nn.Module) -> dict[str, nn.Module]:
+    return {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat"])
+def test_weight_relevances_are_conserved(composite):
+    model = bias_free_mlp()
+    x = torch.randn(32, 6, dtype=torch.float64)
+    model = model.double()
+    y = torch.randint(0, 3, (32,))
+    rel = WeightRelevance(composite, "none", epsilon=1e-12)(model, x, y, layers_of(model))
+    total = start_relevance(model(x), y).sum().item()
+    # the last layer's weights receive the start relevance; each layer passes on what reaches it
+    for name, r in rel.items():
+        assert r.shape == layers_of(model)[name].weight.shape
+        assert r.sum().item() == pytest.approx(total, rel=1e-6), name
+
+
+def test_two_layer_hand_computed():
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 1.0]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    # z1 = (-1, 2.5), a1 = (0, 2.5), z2 = (5, 2.5); start relevance R2 = (5, 0) for class 0
+    # R_W2[j,i] = W2 a1_i R2_j / z2_j ; R_a1 = (0, 5) ; R_W1[j,i] = W1 x_i R_a1_j / z1_j
+    rel = WeightRelevance("epsilon_plus", "none", epsilon=1e-12)(model, x, torch.tensor([0]), layers_of(model))
+    torch.testing.assert_close(rel["2.weight"], torch.tensor([[0.0, 5.0], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(rel["0.weight"], torch.tensor([[0.0, 0.0], [1.0, 4.0]], dtype=torch.float64))
+
+
+def test_multilabel_start_relevance_sums_positive_logits():
+    logits = torch.tensor([[1.0, -2.0, 3.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0]])
+    assert start_relevance(logits, target).tolist() == [[1.0, 0.0, 3.0]]
+    assert start_relevance(logits, torch.tensor([1])).tolist() == [[0.0, -2.0, 0.0]]
+
+
+def test_batchnorm_canonizer_and_no_side_effects():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    model.train()
+    model(torch.randn(8, 1, 6, 6))  # give BatchNorm running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    x, y = torch.randn(5, 1, 6, 6), torch.randint(0, 3, (5,))
+    rel = WeightRelevance("epsilon_plus_flat", "sequential_bn")(model, x, y, layers_of(model))
+    assert set(rel) == {"0.weight", "4.weight"}
+    assert all(torch.isfinite(r).all() and r.abs().sum() > 0 for r in rel.values())
+    assert model.training, "training mode restored"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed by the LRP pass"
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters()), "gradients untouched"
+
+
+def test_unknown_composite_names_the_choices():
+    with pytest.raises(ValueError, match="unknown LRP composite 'nope'; known: .*epsilon_plus_flat"):
+        WeightRelevance("nope")
