@@ -84,6 +84,11 @@ class MagnitudePruning(GridMethod):
         self.masks: dict[str, Tensor] = {}
         self.sparsity = -1.0
 
+    @property
+    def selectable(self) -> bool:
+        """Only once the schedule has reached the target sparsity."""
+        return self.sparsity >= self.config.target_sparsity
+
     def make_grid(self, name: str, weight: Tensor) -> Grid:
         bits = self.config.bits
         return symmetric_grid(weight, bits, self.config.scale) if bits else Grid(1.0, 0, 0, 32)

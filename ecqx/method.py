@@ -5,6 +5,7 @@ A method is a class with a nested frozen ``Config`` dataclass and three hooks:
     prepare(model, total_steps)       once, before training
     after_step(model, batch)          after every optimizer step
     finalize(model) -> QuantizedModel once, after training
+    selectable -> bool                whether the current state may be chosen by model selection
 
 Straight-through training: each compressed weight keeps a latent FP32 copy. The model's parameter
 holds the compressed value during forward/backward; after the optimizer step, the change the
@@ -88,6 +89,11 @@ class GridMethod:
             quantized[name] = QuantizedLayer(levels, grid.step, grid.bits)
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in quantized}
         return QuantizedModel(quantized, state, list(self.layers))
+
+    @property
+    def selectable(self) -> bool:
+        """Whether the current compressed model is a valid final result (model selection may pick it)."""
+        return True
 
     # -- shared machinery --------------------------------------------------------------------
     def current_values(self, name: str) -> Tensor:

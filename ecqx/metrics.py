@@ -64,8 +64,8 @@ class ModelMetrics:
 
 
 def layer_metrics(qm: QuantizedModel, name: str) -> LayerMetrics:
-    """Metrics of target ``name``. A quantized layer's bound is N·H/8; a pruned float layer's is
-    N·h(s)/8 for the mask plus 4 bytes per surviving FP32 weight."""
+    """Metrics of target ``name``. A quantized layer's entropy is the zero-order entropy H of its
+    levels (bound N·H/8 bytes); a pruned FP32 layer's is h(s) for the mask plus 32 bits per survivor."""
     values = qm.target_values(name)
     n = values.numel()
     zeros = int((values == 0).sum())
@@ -73,8 +73,9 @@ def layer_metrics(qm: QuantizedModel, name: str) -> LayerMetrics:
     entropy = zero_order_entropy(values)
     if name in qm.quantized:
         bits, bound = qm.quantized[name].bits, n * entropy / 8
-    else:
-        bits, bound = 32, n * binary_entropy(sparsity) / 8 + (n - zeros) * FP32_BYTES
+    else:  # FP32 survivors: the mask's entropy plus 32 bits per survivor
+        bits, entropy = 32, binary_entropy(sparsity) + (1 - sparsity) * 8 * FP32_BYTES
+        bound = n * entropy / 8
     distinct = int(torch.unique(values).numel())
     return LayerMetrics(name, n, bits, sparsity, distinct, entropy, bound)
 

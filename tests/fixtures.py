@@ -7,6 +7,7 @@ return the folder the layout is rooted at (what ``load(root, ...)`` expects is `
 from __future__ import annotations
 
 import pickle
+import struct
 import wave
 from pathlib import Path
 
@@ -15,8 +16,25 @@ from PIL import Image
 
 GSC_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 
@@ -75,9 +93,29 @@ def make_gsc(
 # -------------------------------------------------------------------------------- CIFAR ----
 
 
-def make_cifar(root: Path, *, train_batches: int = 2, per_batch: int = 50, test: int = 20, seed: int = 0) -> Path:
+def py2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch dict pickled byte for byte as Python 2 / numpy 1 wrote the real CIFAR-10 archive
+    (protocol 2, str keys and array bytes, ``numpy.core.multiarray._reconstruct``)."""
+
+    def string(raw: bytes) -> bytes:  # SHORT_BINSTRING or BINSTRING
+        return (b"U" + bytes([len(raw)]) if len(raw) < 256 else b"T" + struct.pack("<i", len(raw))) + raw
+
+    n, d = data.shape
+    dtype = b"cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R(K\x03" + string(b"|")
+    dtype += b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R"
+    array += b"(K\x01J" + struct.pack("<i", n) + b"J" + struct.pack("<i", d) + b"\x86" + dtype
+    array += b"\x89" + string(data.astype(np.uint8).tobytes()) + b"tb"
+    label_list = b"](" + b"".join(b"K" + bytes([int(v)]) for v in labels) + b"e"
+    return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."
+
+
+def make_cifar(
+    root: Path, *, train_batches: int = 2, per_batch: int = 50, test: int = 20, seed: int = 0, py2: bool = True
+) -> Path:
     """``cifar-10-batches-py`` with ``train_batches`` data batches and a test batch of random
-    uint8 images (label c has mean brightness rising with c). Returns that folder."""
+    uint8 images (label c has mean brightness rising with c), pickled as in the real archive
+    (``py2``) or by this Python (protocol 2, as torchvision-era tools re-save). Returns the folder."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,10 +124,14 @@ def make_cifar(root: Path, *, train_batches: int = 2, per_batch: int = 50, test:
         n = test if name == "test_batch" else per_batch
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
         data = np.clip(rng.normal(20 * np.array(labels)[:, None] + 30, 20, size=(n, 3072)), 0, 255)
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data.astype(np.uint8),
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
-        with (folder / name).open("wb") as handle:
-            pickle.dump(batch, handle, protocol=2)
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data.astype(np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
+        raw = py2_batch(batch[b"data"], labels) if py2 else pickle.dumps(batch, protocol=2)
+        (folder / name).write_bytes(raw)
     return folder
 
 
@@ -104,8 +146,10 @@ def voc_xml(image_id: str, objects: list[tuple[str, bool]], size: tuple[int, int
         f"<xmax>10</xmax><ymax>10</ymax></bndbox></object>"
         for name, difficult in objects
     )
-    return (f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size><width>"
-            f"{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>")
+    return (
+        f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size><width>"
+        f"{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>"
+    )
 
 
 def make_voc(root: Path, *, train: int = 10, val: int = 4, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:

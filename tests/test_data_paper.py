@@ -150,6 +150,22 @@ def test_cifar_shapes_splits_and_augmentation(tmp_path: Path) -> None:
     same_seed = DATASETS.get("cifar10")(tmp_path, seed=0)
     same_seed.train.set_epoch(0)
     assert torch.equal(torch.stack([same_seed.train[i][0] for i in range(20)]), first)
+    fresh = DATASETS.get("cifar10")(tmp_path, seed=0).train  # no set_epoch: torch's global RNG
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        draws.append(torch.stack([fresh[i][0] for i in range(20)]))
+    assert torch.equal(*draws) and not torch.equal(torch.stack([fresh[i][0] for i in range(20)]), draws[0])
+
+
+@pytest.mark.parametrize("py2", [True, False])
+def test_cifar_reads_python2_and_python3_pickles(tmp_path: Path, py2: bool) -> None:
+    make_cifar(tmp_path, py2=py2, seed=3)
+    reference = pickle.loads((tmp_path / "cifar-10-batches-py/test_batch").read_bytes(), encoding="bytes")
+    test = DATASETS.get("cifar10")(tmp_path, seed=0).test
+    assert test.images.dtype == torch.uint8 and test.images.shape == (20, 3, 32, 32)
+    assert torch.equal(test.images.reshape(20, -1), torch.from_numpy(reference[b"data"]))
+    assert test.labels.tolist() == reference[b"labels"]
 
 
 def test_cifar_limit_and_fingerprint(tmp_path: Path) -> None:

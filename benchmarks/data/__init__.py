@@ -51,4 +51,4 @@ class DataSplits:
 
 DATASETS: Registry = Registry("dataset")
 
-from benchmarks.data import cifar, gsc, voc  # noqa: E402,F401  (registration)
+from benchmarks.data import cifar, digits, gsc, voc  # noqa: E402,F401  (registration)

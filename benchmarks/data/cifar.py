@@ -1,4 +1,4 @@
-"""CIFAR-10 read from the python pickle batches, plus small helpers shared by the paper's loaders.
+"""CIFAR-10 read from the python pickle batches.
 
 Layout (what ``torchvision.datasets.CIFAR10(root, download=True)`` leaves behind)::
 
@@ -13,10 +13,7 @@ all items are normalised with the CIFAR-10 per-channel mean/std.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmarks.data import DATASETS, DataSplits, DatasetError
+from benchmarks.data import DATASETS, DatasetError, DataSplits
+from benchmarks.data.common import (
+    EpochDraws,
+    check_limit,
+    check_options,
+    check_root,
+    fingerprint,
+    limit_indices,
+    require,
+    split_train_val,
+)
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -39,105 +46,6 @@ HOW_TO_GET = (
 )
 
 
-# ---------------------------------------------------------------- helpers shared by gsc/voc ----
-
-
-def check_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
-    """``defaults`` updated with ``options``; an unknown option raises a DatasetError naming it."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        allowed = ", ".join(sorted(defaults)) or "(none)"
-        raise DatasetError(f"{dataset}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}")
-    return {**defaults, **options}
-
-
-def check_root(dataset: str, root: Path | None, how_to_get: str) -> Path:
-    """``root`` as a Path; None or a missing folder raises a DatasetError."""
-    if root is None:
-        raise DatasetError(f"{dataset}: no data folder given (pass --data-dir); {how_to_get}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{dataset}: data folder {root} does not exist; {how_to_get}")
-    return root
-
-
-def check_limit(dataset: str, limit: int | None) -> None:
-    """``limit`` must be None or a positive int."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DatasetError(f"{dataset}: limit must be a positive integer or None, got {limit!r}")
-
-
-def require(path: Path, dataset: str, what: str, how_to_get: str, *, folder: bool = False) -> Path:
-    """``path`` if it exists (as a folder when ``folder``), else a DatasetError naming it."""
-    if not (path.is_dir() if folder else path.is_file()):
-        kind = "folder" if folder else "file"
-        raise DatasetError(f"{dataset}: missing {kind} {path} ({what}); {how_to_get}")
-    return path
-
-
-def fingerprint(entries: Iterable[tuple[str, int]], **extra: Any) -> str:
-    """16 hex chars of sha256 over (name, size) entries plus ``extra`` (split/options, JSON)."""
-    digest = hashlib.sha256()
-    for name, size in sorted(entries):
-        digest.update(f"{name}\0{size}\n".encode())
-    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def mix(*values: int) -> int:
-    """Deterministic 64-bit hash of ints (splitmix64 chain): per-item augmentation seeds."""
-    state = 0x9E3779B97F4A7C15
-    for value in values:
-        state = (state ^ (value & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        state ^= state >> 29
-    return state
-
-
-def generator(*values: int) -> torch.Generator:
-    """A torch Generator seeded with ``mix(*values)`` (e.g. seed, split number)."""
-    return torch.Generator().manual_seed(mix(*values) & 0x7FFFFFFFFFFFFFFF)
-
-
-def limit_indices(n: int, limit: int | None, *seed: int) -> Tensor:
-    """Sorted int64 indices of a seeded random subset of ``range(n)`` of size ``min(n, limit)``."""
-    if limit is None or limit >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=generator(*seed))[:limit].sort().values
-
-
-def split_train_val(n: int, n_val: int, *seed: int) -> tuple[Tensor, Tensor]:
-    """Seeded disjoint (train, val) sorted index tensors covering ``range(n)``."""
-    perm = torch.randperm(n, generator=generator(*seed))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-class EpochDraws:
-    """Per-item augmentation seeds: ``mix(seed, index, k)`` with k the epoch (after
-    ``set_epoch``) or else the number of earlier draws of that item (reproducible with
-    ``num_workers=0``; never correlated across DataLoader workers, unlike a shared Generator)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.seed = seed
-        self.epoch: int | None = None
-        self._draws = [0] * n
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the augmentation of every item a function of (seed, index, epoch) only."""
-        self.epoch = epoch
-
-    def next(self, index: int) -> int:
-        """The 64-bit seed of this draw of item ``index``."""
-        k = self.epoch
-        if k is None:
-            k = self._draws[index]
-            self._draws[index] += 1
-        return mix(self.seed, index, k)
-
-
-# ---------------------------------------------------------------------------- CIFAR-10 ----
-
-
 class CifarImages(Dataset):
     """In-memory CIFAR images.
 
@@ -147,7 +55,7 @@ class CifarImages(Dataset):
 
     def __init__(self, images: Tensor, labels: Tensor, *, augment: bool, seed: int) -> None:
         self.images, self.labels, self.augment = images, labels, augment
-        self.draws = EpochDraws(len(labels), seed)
+        self.draws = EpochDraws(seed)
         self.mean = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
         self.std = torch.tensor(CIFAR_STD).view(3, 1, 1)
 
@@ -233,8 +141,7 @@ def _read_all(folder: Path) -> tuple[list[Path], Tensor, Tensor, Tensor, Tensor]
     train_files = [folder / name for name in TRAIN_BATCHES if (folder / name).is_file()]
     if not train_files:
         raise DatasetError(
-            f"cifar10: no training batch in {folder} (expected data_batch_1 .. data_batch_5); "
-            + HOW_TO_GET
+            f"cifar10: no training batch in {folder} (expected data_batch_1 .. data_batch_5); " + HOW_TO_GET
         )
     test_file = require(folder / TEST_BATCH, "cifar10", "the test batch", HOW_TO_GET)
     train = [read_batch(path) for path in train_files]

@@ -25,8 +25,8 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-import wave
 import warnings
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmarks.data import DATASETS, DataSplits, DatasetError
-from benchmarks.data.cifar import (
+from benchmarks.data import DATASETS, DatasetError, DataSplits
+from benchmarks.data.common import (
     check_limit,
     check_options,
     check_root,
@@ -55,8 +55,15 @@ MFCC_CONFIG = {
     "sample_rate": SAMPLE_RATE,
     "n_mfcc": 10,
     "log_mels": True,
-    "melkwargs": {"n_fft": 640, "win_length": 640, "hop_length": 320, "n_mels": 40,
-                  "f_min": 20.0, "f_max": 4000.0, "center": False},
+    "melkwargs": {
+        "n_fft": 640,
+        "win_length": 640,
+        "hop_length": 320,
+        "n_mels": 40,
+        "f_min": 20.0,
+        "f_max": 4000.0,
+        "center": False,
+    },
 }
 NUM_FEATURES = 10 * 49
 SPLITS = ("train", "val", "test")
@@ -150,14 +157,13 @@ def _read_list(base: Path, name: str, clips: dict[str, int], how: str) -> set[st
     listed = {line.strip() for line in path.read_text().splitlines() if line.strip()}
     missing = sorted(listed - set(clips))
     if missing:
-        raise DatasetError(
-            f"gsc: {path} lists {len(missing)} clip(s) not found under {base}, e.g. {missing[0]}; {how}"
-        )
+        raise DatasetError(f"gsc: {path} lists {len(missing)} clip(s) not found under {base}, e.g. {missing[0]}; {how}")
     return listed
 
 
-def _select(base: Path, clips: dict[str, int], noise: dict[str, int], opts: dict, seed: int,
-            how: str) -> dict[str, list[tuple[Item, int]]]:
+def _select(
+    base: Path, clips: dict[str, int], noise: dict[str, int], opts: dict, seed: int, how: str
+) -> dict[str, list[tuple[Item, int]]]:
     """Per split: the (item, class) examples: keywords, seeded unknowns, seeded silence clips."""
     val = _read_list(base, "validation_list.txt", clips, how)
     test = _read_list(base, "testing_list.txt", clips, how)
@@ -165,8 +171,7 @@ def _select(base: Path, clips: dict[str, int], noise: dict[str, int], opts: dict
     selected = {}
     for number, split in enumerate(SPLITS):
         rng = np.random.default_rng(mix(seed, number))
-        known = [(("wav", p), CLASSES.index(p.split("/")[0])) for p in members[split]
-                 if p.split("/")[0] in WORDS]
+        known = [(("wav", p), CLASSES.index(p.split("/")[0])) for p in members[split] if p.split("/")[0] in WORDS]
         others = [p for p in members[split] if p.split("/")[0] not in WORDS]
         n_unknown = min(len(others), round(opts["unknown_share"] * len(known)))
         picks = sorted(rng.choice(len(others), size=n_unknown, replace=False)) if n_unknown else []
@@ -177,8 +182,9 @@ def _select(base: Path, clips: dict[str, int], noise: dict[str, int], opts: dict
     return selected
 
 
-def _silence_items(noise: dict[str, int], split: str, count: int, rng: np.random.Generator,
-                   base: Path, how: str) -> list[Item]:
+def _silence_items(
+    noise: dict[str, int], split: str, count: int, rng: np.random.Generator, base: Path, how: str
+) -> list[Item]:
     """``count`` seeded 1 s noise clips from this split's time span of the noise files."""
     if count == 0:
         return []
@@ -253,6 +259,18 @@ def _moments(train: Tensor) -> tuple[Tensor, Tensor]:
     return train.mean(0), train.std(0).clamp_min(1e-5)
 
 
+def _options(options: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """DEFAULTS updated with the checked ``options``; ``limit`` checked too."""
+    opts = check_options("gsc", options, DEFAULTS)
+    check_limit("gsc", limit)
+    if opts["version"] not in ("v0.01", "v0.02"):
+        raise DatasetError(f"gsc: option version must be 'v0.01' or 'v0.02', got {opts['version']!r}")
+    for key in ("unknown_share", "silence_share"):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], (int, float)) or opts[key] < 0:
+            raise DatasetError(f"gsc: option {key} must be a number >= 0, got {opts[key]!r}")
+    return opts
+
+
 @DATASETS.register("gsc")
 def load(
     root: Path | None, *, seed: int, download: bool = False, limit: int | None = None, **options: Any
@@ -263,13 +281,7 @@ def load(
     the number of keyword clips per split), cache_dir (folder for the feature cache; default
     ``<root>/.ecqx-bench-cache``).
     """
-    opts = check_options("gsc", options, DEFAULTS)
-    check_limit("gsc", limit)
-    if opts["version"] not in ("v0.01", "v0.02"):
-        raise DatasetError(f"gsc: option version must be 'v0.01' or 'v0.02', got {opts['version']!r}")
-    for key in ("unknown_share", "silence_share"):
-        if not isinstance(opts[key], (int, float)) or opts[key] < 0:
-            raise DatasetError(f"gsc: option {key} must be a number >= 0, got {opts[key]!r}")
+    opts = _options(options, limit)
     how = HOW_TO_GET.format(v=opts["version"])
     if download and root is not None:
         import torchaudio

@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from benchmarks.data import DATASETS, DataSplits, DatasetError
-from benchmarks.data.cifar import (
+from benchmarks.data import DATASETS, DatasetError, DataSplits
+from benchmarks.data.common import (
     EpochDraws,
     check_limit,
     check_options,
@@ -41,8 +41,25 @@ from benchmarks.data.cifar import (
 )
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,11 +79,10 @@ class VocImages(Dataset):
     ids: image ids; targets: float32 (N, 20). Item: (float32 (3, S, S) normalised, float32 (20,)).
     """
 
-    def __init__(self, base: Path, ids: list[str], targets: Tensor, *, size: int, augment: bool,
-                 seed: int) -> None:
+    def __init__(self, base: Path, ids: list[str], targets: Tensor, *, size: int, augment: bool, seed: int) -> None:
         self.base, self.ids, self.targets = base, ids, targets
         self.size, self.augment = size, augment
-        self.draws = EpochDraws(len(ids), seed)
+        self.draws = EpochDraws(seed)
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
@@ -158,19 +174,26 @@ def _annotate(base: Path, ids: list[str]) -> tuple[Tensor, list[tuple[str, int]]
     return torch.stack(targets), entries
 
 
+def _options(options: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """DEFAULTS updated with the checked ``options``; ``limit`` checked too."""
+    opts = check_options("voc", options, DEFAULTS)
+    check_limit("voc", limit)
+    size, val_share = opts["image_size"], opts["val_share"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise DatasetError(f"voc: option image_size must be an int >= 8, got {size!r}")
+    if isinstance(val_share, bool) or not isinstance(val_share, (int, float)) or not 0 < val_share < 1:
+        raise DatasetError(f"voc: option val_share must lie in (0, 1), got {val_share!r}")
+    return opts
+
+
 @DATASETS.register("voc")
 def load(
     root: Path | None, *, seed: int, download: bool = False, limit: int | None = None, **options: Any
 ) -> DataSplits:
     """VOC 2012 multi-label: (3, S, S) inputs, float32 (20,) targets; train/val from train.txt,
     test = val.txt. Options: image_size (S, default 224), val_share (default 0.1)."""
-    opts = check_options("voc", options, DEFAULTS)
-    check_limit("voc", limit)
+    opts = _options(options, limit)
     size, val_share = opts["image_size"], opts["val_share"]
-    if not isinstance(size, int) or size < 8:
-        raise DatasetError(f"voc: option image_size must be an int >= 8, got {size!r}")
-    if not isinstance(val_share, (int, float)) or not 0 < val_share < 1:
-        raise DatasetError(f"voc: option val_share must lie in (0, 1), got {val_share!r}")
     if download and root is not None:
         import torchvision
 
@@ -184,15 +207,19 @@ def load(
     test_targets, test_entries = _annotate(base, test_ids)
     n_val = max(1, round(val_share * len(train_ids))) if len(train_ids) > 1 else 0
     train_idx, val_idx = split_train_val(len(train_ids), n_val, seed, 0)
-    parts = {"train": (train_ids, train_targets, train_idx), "val": (train_ids, train_targets, val_idx),
-             "test": (test_ids, test_targets, torch.arange(len(test_ids)))}
+    parts = {
+        "train": (train_ids, train_targets, train_idx),
+        "val": (train_ids, train_targets, val_idx),
+        "test": (test_ids, test_targets, torch.arange(len(test_ids))),
+    }
     splits = {}
     for number, (name, (ids, targets, idx)) in enumerate(parts.items()):
         idx = idx[limit_indices(len(idx), limit, seed, 1 + number)]
-        splits[name] = VocImages(base, [ids[i] for i in idx.tolist()], targets[idx].clone(), size=size,
-                                 augment=name == "train", seed=seed)
+        splits[name] = VocImages(
+            base, [ids[i] for i in idx.tolist()], targets[idx].clone(), size=size, augment=name == "train", seed=seed
+        )
     lists_entries = [(f"ImageSets/Main/{n}", (lists / n).stat().st_size) for n in ("train.txt", "val.txt")]
-    fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed,
-                     limit=limit, **opts)
-    return DataSplits(**splits, num_classes=len(VOC_CLASSES), input_shape=(3, size, size),
-                      multilabel=True, fingerprint=fp)
+    fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed, limit=limit, **opts)
+    return DataSplits(
+        **splits, num_classes=len(VOC_CLASSES), input_shape=(3, size, size), multilabel=True, fingerprint=fp
+    )

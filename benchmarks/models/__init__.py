@@ -14,4 +14,4 @@ from ecqx.registry import Registry
 
 MODELS: Registry = Registry("model")
 
-from benchmarks.models import paper  # noqa: E402,F401  (registration)
+from benchmarks.models import paper, small  # noqa: E402,F401  (registration)

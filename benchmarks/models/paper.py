@@ -226,7 +226,9 @@ def _load_backbone(model: nn.Module, path: Path) -> None:
         raise PretrainedWeightsError(f"resnet18_voc: {path} holds no state dict of tensors; {hint}")
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    wrong = sorted(set(expected) ^ set(state)) + sorted(k for k in expected if k in state and state[k].shape != expected[k])
+    wrong = sorted(set(expected) ^ set(state)) + sorted(
+        k for k in expected if k in state and state[k].shape != expected[k]
+    )
     if wrong:
         raise PretrainedWeightsError(
             f"resnet18_voc: {path} does not fit ResNet18 ({len(wrong)} missing, unexpected or "

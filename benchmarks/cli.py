@@ -1,0 +1,157 @@
+"""``ecqx-bench``: run one configuration, a suite's grid, regenerate tables, decode a bitstream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import ConfigError, SuiteConfig, deep_merge, load_suite, make_run_config, parse_overrides
+from benchmarks.data import DatasetError
+from ecqx.registry import UnknownNameError
+
+USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="folder holding the data set's standard layout")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    p.add_argument("--quick", action="store_true", help="apply the suite's quick overrides (smoke run)")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=3 params.Lambda=0.5")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ecqx-bench", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run one configuration")
+    r.add_argument("--suite", default="digits")
+    r.add_argument("--method", required=True)
+    r.add_argument("--bits", type=int, default=None, help="bit width b (2..8)")
+    r.add_argument("--model", default=None, help="model name (default: the suite's first model)")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--json", type=Path, default=None, help="write the final result as JSON here")
+    r.add_argument("--force", action="store_true", help="rerun even if a finished run has this key")
+    _common(r)
+    s = sub.add_parser("suite", help="run a suite's whole grid (resumes: finished runs are skipped)")
+    s.add_argument("suite")
+    _common(s)
+    t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
+    t.add_argument("suite")
+    t.add_argument("--tracking-uri", default=None)
+    return ap
+
+
+def suite_base(suite: SuiteConfig, quick: bool, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base config dict, override dict) for runs of ``suite``."""
+    base = deep_merge(suite.base, {"suite": suite.name})
+    if quick:
+        base = deep_merge(base, suite.quick)
+    return base, parse_overrides(overrides)
+
+
+def cmd_run(args) -> int:
+    from benchmarks.tracking import tracked_run
+
+    suite = load_suite(args.suite)
+    base, over = suite_base(suite, args.quick, args.overrides)
+    base = deep_merge(base, {"model": {"name": args.model or suite.models[0]}, "seed": suite.seeds[0]})
+    params: dict[str, Any] = {} if args.bits is None else {"bits": args.bits}
+    if args.seed is not None:
+        over = deep_merge(over, {"seed": args.seed})
+    cfg = make_run_config(base, args.method, params, over)
+    record = tracked_run(cfg, data_dir=args.data_dir, tracking_uri=args.tracking_uri, skip_finished=not args.force)
+    _print_record(record)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _print_record(r: dict[str, Any]) -> None:
+    metric = "accuracy" if "test_accuracy" in r else "map"
+    ratio = r.get("compression_ratio", r.get("compression_ratio_entropy"))
+    print(f"{r['model']} {r['method']} b={r['bits']} seed={r['seed']}: test {metric} {100 * r[f'test_{metric}']:.2f}% "
+          f"(FP {100 * r[f'fp_test_{metric}']:.2f}%), sparsity {100 * r['sparsity']:.1f}%, "
+          f"{r['entropy_bits_per_weight']:.3f} bits/weight, {r.get('coded_bytes', r['entropy_bound_bytes']):.0f} bytes, "
+          f"ratio {ratio:.1f}x, round trip {'ok' if r.get('roundtrip_ok') else 'NOT ok'}")
+
+
+def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any]):
+    """Every (model, method, params, seed) of the suite as resolved RunConfigs, validated up front."""
+    cfgs = []
+    for model in suite.models:
+        for method, variants in suite.methods.items():
+            for params in variants or [{}]:
+                for seed in suite.seeds:
+                    b = deep_merge(base, {"model": {"name": model}, "seed": seed})
+                    cfgs.append(make_run_config(b, method, params, over))
+    from benchmarks.runner import validate
+
+    for cfg in cfgs:
+        validate(cfg)
+    return cfgs
+
+
+def cmd_suite(args) -> int:
+    from benchmarks.tables import write_tables
+    from benchmarks.tracking import tracked_run
+
+    suite = load_suite(args.suite)
+    base, over = suite_base(suite, args.quick, args.overrides)
+    cfgs = suite_grid(suite, base, over)
+    print(f"suite {suite.name}: {len(cfgs)} runs ({len(suite.models)} models, {len(suite.seeds)} seeds)")
+    start, done, skipped = time.perf_counter(), 0, 0
+    for i, cfg in enumerate(cfgs, 1):
+        print(f"[{i}/{len(cfgs)}] {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
+        record = tracked_run(cfg, data_dir=args.data_dir, tracking_uri=args.tracking_uri, log=_quiet_epochs)
+        skipped += bool(record.get("skipped"))
+        done += 1
+        if not record.get("skipped"):
+            _print_record(record)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"suite {suite.name}: {done} runs ({done - skipped} run now, {skipped} finished before) in {minutes:.1f} min")
+    return _print_tables(suite.name, args.tracking_uri, write_tables)
+
+
+def _quiet_epochs(line: str) -> None:
+    """Progress per run and per epoch, one short line each."""
+    print(line, flush=True)
+
+
+def _print_tables(suite: str, tracking_uri: str | None, write_tables) -> int:
+    path = write_tables(suite, tracking_uri)
+    if path is None:
+        print(f"no finished runs for suite {suite}")
+        return 1
+    print(path.read_text())
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from benchmarks.tables import write_tables
+
+    load_suite(args.suite)
+    return _print_tables(args.suite, args.tracking_uri, write_tables)
+
+
+COMMANDS = {"run": cmd_run, "suite": cmd_suite, "tables": cmd_tables}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as e:
+        print(f"ecqx-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ecqx-bench: interrupted; finished runs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

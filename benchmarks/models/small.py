@@ -1,0 +1,43 @@
+"""Small models for the embedded digits suite and for tests (same registry as the paper's models)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from benchmarks.models import MODELS
+
+
+@MODELS.register("mlp")
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] | list[int] = (128, 64)) -> nn.Module:
+    """Flatten -> [Linear -> ReLU] x len(hidden) -> Linear. No BatchNorm (plain LRP, no canonizer)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    model = nn.Sequential(*layers)
+    model.lrp_canonizer = "none"
+    return model
+
+
+@MODELS.register("small_cnn")
+def small_cnn(num_classes: int, input_shape: tuple[int, ...], channels: tuple[int, int] | list[int] = (16, 32)) -> nn.Module:
+    """Two [Conv3x3 -> BatchNorm -> ReLU] blocks (the second with 2x2 max-pooling) and a Linear head."""
+    c_in, h, w = input_shape
+    c1, c2 = channels
+    model = nn.Sequential(
+        nn.Conv2d(c_in, c1, 3, padding=1),
+        nn.BatchNorm2d(c1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.BatchNorm2d(c2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * (h // 2) * (w // 2), num_classes),
+    )
+    model.lrp_canonizer = "sequential_bn"
+    return model

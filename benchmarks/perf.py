@@ -1,0 +1,294 @@
+"""``make perf``: speed and memory of the compression hot paths, in one process and one run.
+
+    python -m benchmarks.perf [--device cpu,cuda] [--models vgg16_cifar,mlp_gsc] [--quick]
+
+Three measurements per device (CPU always, CUDA when present), each after warm-up, as medians of
+repeated runs:
+
+1. assignment: ``method.assign_all`` (every layer: histogram, λ, costs, β, indices) for ECQ and
+   ECQx (relevances from one real LRP pass on a random batch) at 2 and 4 bit; seconds and weights/s.
+2. training step: zero_grad + forward + backward + optimizer.step + ``method.after_step`` for FP,
+   uniform QAT, magnitude pruning, ECQ, ECQx (relevance every step) and ECQx (relevance every 8th
+   step, mean over 8 consecutive steps), as a ratio to the FP step of the same run. Methods are
+   timed round-robin so that background load hits all of them alike.
+3. peak memory of a step relative to the FP step: each (model, method) runs in a fresh subprocess.
+   CPU: peak resident set (VmHWM, reset through /proc/self/clear_refs just before the timed steps)
+   minus the resident set after imports, with glibc's mmap threshold pinned
+   (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set at once. CUDA:
+   ``torch.cuda.max_memory_allocated`` over the steps minus the allocation before the model exists.
+   Both include what a method keeps (latent copies, indices, relevances) and its transients.
+
+Writes ``results/perf/perf.json`` and ``results/perf/perf.md`` (with the command and git commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.models import MODELS
+from ecqx import METHODS, build_config
+
+OUT_DIR = Path("results/perf")
+MODEL_SPECS = {  # name: (num_classes, input_shape, batch size)
+    "vgg16_cifar": (10, (3, 32, 32), 64),
+    "mlp_gsc": (12, (490,), 256),
+}
+STEP_METHODS = {  # label: (registry name, config values)
+    "fp": (None, {}),
+    "uniform_qat": ("uniform_qat", {"bits": 4}),
+    "magnitude": ("magnitude", {"target_sparsity": 0.9}),
+    "ecq": ("ecq", {"bits": 4}),
+    "ecqx": ("ecqx", {"bits": 4, "relevance_every": 1}),
+    "ecqx_k8": ("ecqx", {"bits": 4, "relevance_every": 8}),
+}
+GOALS = {  # (section, key) -> upper bound, from the speed issue (vgg16_cifar, CPU)
+    ("assign", "ecq"): 0.6,
+    ("assign", "ecqx"): 1.5,
+    ("step", "uniform_qat"): 1.2,
+    ("step", "ecq"): 1.3,
+    ("step", "ecqx"): 3.5,
+    ("step", "ecqx_k8"): 1.6,
+    ("memory", "ecqx"): 1.5,
+}
+TOTAL_STEPS = 100_000  # schedule length given to prepare (magnitude pruning ramps over it)
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {msg}", flush=True)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build_model(name: str, device: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    classes, shape, _ = MODEL_SPECS[name]
+    return MODELS.get(name)(classes, shape).to(device)
+
+
+def random_batch(name: str, device: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    classes, shape, batch = MODEL_SPECS[name]
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, *shape, generator=g).to(device), torch.randint(0, classes, (batch,), generator=g).to(device)
+
+
+def make_method(method: str | None, values: dict):
+    if method is None:
+        return None
+    cls = METHODS.get(method)
+    return cls(build_config(cls.Config, values))
+
+
+def make_stepper(model_name: str, label: str, device: str) -> Callable[[], None]:
+    """A closure running one training step of ``label`` on its own model, optimizer and batch."""
+    model = build_model(model_name, device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = random_batch(model_name, device)
+    method = make_method(*STEP_METHODS[label])
+    if method is not None:
+        method.prepare(model, total_steps=TOTAL_STEPS)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        opt.step()
+        if method is not None:
+            method.after_step(model, batch)
+
+    return step
+
+
+def timed(fn: Callable[[], None], device: str, n: int = 1) -> float:
+    """Mean seconds of ``n`` consecutive calls."""
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / n
+
+
+# -- 1. assignment ---------------------------------------------------------------------------
+def bench_assignment(model_name: str, device: str, bits: int, repeats: int) -> list[dict]:
+    model = build_model(model_name, device)
+    batch = random_batch(model_name, device)
+    rows = []
+    for label, relevance in (("ecq", False), ("ecqx", True)):
+        method = make_method("ecqx", {"bits": bits, "relevance": relevance})
+        method.prepare(model)  # includes a first assignment (warm-up)
+        if relevance:
+            method.update_relevance(model, batch)  # real LRP relevances of the quantized model
+        method.assign_all(model, None)  # second warm-up, with relevance
+        times = [timed(lambda m=method: m.assign_all(model, None), device) for _ in range(repeats)]
+        n = sum(w.numel() for w in method.latent.values())
+        sec = statistics.median(times)
+        rows.append({"model": model_name, "device": device, "bits": bits, "method": label, "weights": n,
+                     "seconds": sec, "weights_per_second": n / sec, "times": times})
+        log(f"assign {model_name} {device} {bits}-bit {label}: {sec:.3f} s ({n / sec / 1e6:.1f} M weights/s)")
+    return rows
+
+
+# -- 2. training steps -----------------------------------------------------------------------
+def bench_steps(model_name: str, device: str, rounds: int, block: int) -> list[dict]:
+    steppers = {}
+    for label in STEP_METHODS:
+        steppers[label] = make_stepper(model_name, label, device)
+        n = 8 if label == "ecqx_k8" else block
+        timed(steppers[label], device, n)  # warm-up
+    samples: dict[str, list[float]] = {label: [] for label in steppers}
+    for r in range(rounds):
+        for label, step in steppers.items():
+            samples[label].append(timed(step, device, 8 if label == "ecqx_k8" else block))
+        log(f"steps {model_name} {device} round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in samples.items()))
+    fp = statistics.median(samples["fp"])
+    return [{"model": model_name, "device": device, "method": label, "seconds": statistics.median(v),
+             "ratio_to_fp": statistics.median(v) / fp, "times": v} for label, v in samples.items()]
+
+
+# -- 3. memory -------------------------------------------------------------------------------
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_probe(model_name: str, label: str, device: str, steps: int) -> dict:
+    """Runs in a fresh interpreter: bytes of peak memory of ``steps`` training steps."""
+    import ecqx.relevance  # noqa: F401  (zennit too: imports count for no method)
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.init()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_kib("VmRSS") * 1024
+    step = make_stepper(model_name, label, device)
+    n = max(steps, 8) if label == "ecqx_k8" else steps
+    timed(step, device, n)  # optimizer state, autograd buffers, first LRP pass
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    timed(step, device, n)
+    peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") * 1024
+    return {"model": model_name, "device": device, "method": label, "peak_bytes": peak - base}
+
+
+def bench_memory(model_name: str, device: str, labels: list[str]) -> list[dict]:
+    rows = []
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    for label in labels:
+        cmd = [sys.executable, "-m", "benchmarks.perf", "--memory-probe", model_name, label, "--device", device]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        log(f"memory {model_name} {device} {label}: {rows[-1]['peak_bytes'] / 2**20:.0f} MiB")
+    fp = next(r["peak_bytes"] for r in rows if r["method"] == "fp")
+    for r in rows:
+        r["ratio_to_fp"] = r["peak_bytes"] / fp
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def goal_note(section: str, row: dict, value: float) -> str:
+    bound = GOALS.get((section, row["method"]))
+    if bound is None or row["model"] != "vgg16_cifar" or row["device"] != "cpu":
+        return ""
+    return f"≤ {bound} {'met' if value <= bound else 'MISSED'}"
+
+
+def markdown(report: dict) -> str:
+    lines = ["# make perf", "", f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`  ",
+             f"Machine: {report['machine']}  ", f"torch {report['torch']}, {report['threads']} threads, "
+             f"wall time {report['wall_seconds']:.0f} s", "", "## Assignment (all layers, median)", "",
+             "| model | device | bits | method | weights | seconds | M weights/s | goal |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["assignment"]:
+        lines.append(f"| {r['model']} | {r['device']} | {r['bits']} | {r['method']} | {r['weights']:,} | "
+                     f"{r['seconds']:.3f} | {r['weights_per_second'] / 1e6:.1f} | "
+                     f"{goal_note('assign', r, r['seconds']) if r['bits'] == 4 else ''} |")
+    lines += ["", "## Training step (median; ratio to the FP step of the same run)", "",
+              "| model | device | method | ms/step | × FP | goal |", "|---|---|---|---|---|---|"]
+    for r in report["steps"]:
+        lines.append(f"| {r['model']} | {r['device']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
+                     f"{r['ratio_to_fp']:.2f} | {goal_note('step', r, r['ratio_to_fp'])} |")
+    lines += ["", "## Peak memory of a step (fresh process each; ratio to FP)", "",
+              "| model | device | method | MiB | × FP | goal |", "|---|---|---|---|---|---|"]
+    for r in report["memory"]:
+        lines.append(f"| {r['model']} | {r['device']} | {r['method']} | {r['peak_bytes'] / 2**20:.0f} | "
+                     f"{r['ratio_to_fp']:.2f} | {goal_note('memory', r, r['ratio_to_fp'])} |")
+    lines += ["", "Methods: " + __doc__.split("Three measurements")[1].split("Writes")[0].strip().replace("\n", " ")]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default=None, help="comma-separated devices (default: cpu, plus cuda if present)")
+    p.add_argument("--models", default=",".join(MODEL_SPECS), help="comma-separated model names")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the record)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--out", default=str(OUT_DIR), help="output folder")
+    p.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(*args.memory_probe, args.device or "cpu", steps=3)))
+        return None
+    devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    models = args.models.split(",")
+    report = {"command": " ".join(["python -m benchmarks.perf", *(argv if argv is not None else sys.argv[1:])]),
+              "commit": git_commit(), "machine": f"{platform.machine()} {platform.processor() or ''} "
+              f"{os.cpu_count()} cpus".strip(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "assignment": [], "steps": [], "memory": [], "goals": {f"{a}:{b}": v for (a, b), v in GOALS.items()}}
+    for device in devices:
+        for model_name in models:
+            big = model_name == "vgg16_cifar" and device == "cpu"
+            for bits in (2, 4):
+                report["assignment"] += bench_assignment(model_name, device, bits, 2 if args.quick else (5 if big else 9))
+            rounds, block = (2, 1) if args.quick else ((5, 1) if big else (9, 8))
+            report["steps"] += bench_steps(model_name, device, rounds, block)
+            if not args.no_memory:
+                report["memory"] += bench_memory(model_name, device, list(STEP_METHODS))
+    report["wall_seconds"] = time.perf_counter() - _T0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (out / "perf.md").write_text(text)
+    print(text)
+    log(f"wrote {out / 'perf.json'} and {out / 'perf.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""``run(cfg) -> RunResult``: one configuration end to end, with no tracking (pure).
+
+Stages: load data -> build model -> FP pretraining (cached by its key, so every method of a suite
+starts from the same checkpoint) -> quantization-aware training with the method's hooks ->
+selection on validation -> test evaluation -> metrics -> coding: encode to a bitstream, decode,
+check the weights are bit-identical and re-evaluate the decoded model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.config import ConfigError, RunConfig, pretrain_key, run_key
+from benchmarks.data import DATASETS, DataSplits
+from benchmarks.models import MODELS
+from benchmarks.train import EpochCallback, evaluate, fit, resolve_device, seed_everything
+from ecqx import METHODS, QuantizedModel, build_config, model_metrics
+from ecqx.registry import UnknownNameError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced. Metric values are fractions (accuracy, mAP); sizes in bytes."""
+
+    config: RunConfig
+    run_key: str
+    data_fingerprint: str
+    metric: str  # "accuracy" or "map"
+    fp_val: float
+    fp_test: float
+    val: float
+    test: float
+    best_epoch: int
+    summary: dict[str, float]  # ModelMetrics.summary() + coding numbers
+    layers: list[dict[str, Any]]
+    history: list[dict[str, float]]
+    quantized: QuantizedModel
+    bitstream: bytes = b""
+    coding: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # per-class AP, layer stats ...
+
+    @property
+    def bits(self) -> int:
+        """The method's bit width b (32 for unquantized survivors)."""
+        return self.config.params.get("bits") or 32
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat result record written by ``--json`` (metric names follow the task)."""
+        m = self.metric
+        key = "accuracy" if m == "accuracy" else "map"
+        out = {
+            "suite": self.config.suite,
+            "dataset": self.config.data.name,
+            "model": self.config.model.name,
+            "method": self.config.method,
+            "bits": self.bits,
+            "seed": self.config.seed,
+            "params": dict(self.config.params),
+            "run_key": self.run_key,
+            f"fp_test_{key}": self.fp_test,
+            f"test_{key}": self.test,
+            f"val_{key}": self.val,
+            "best_epoch": self.best_epoch,
+        }
+        out.update(self.summary)
+        out["roundtrip_ok"] = bool(self.coding.get("roundtrip_ok", False))
+        if "decoded_test" in self.coding:
+            out[f"decoded_test_{key}"] = self.coding["decoded_test"]
+        return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check names and the method's params before any work (clear ConfigError messages)."""
+    for registry, name, what in ((METHODS, cfg.method, "method"), (DATASETS, cfg.data.name, "data.name"),
+                                 (MODELS, cfg.model.name, "model.name")):
+        try:
+            registry.get(name)
+        except UnknownNameError as e:
+            raise ConfigError(f"{what}: {e}") from None
+    try:
+        build_config(METHODS.get(cfg.method).Config, cfg.params)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"params for method {cfg.method!r}: {e}") from None
+    for stage in ("pretrain", "train"):
+        o = getattr(cfg, stage)
+        if o.epochs < 0 or o.batch_size < 1 or o.lr <= 0:
+            raise ConfigError(f"{stage}: epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if o.optimizer not in ("adam", "sgd") or o.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"{stage}: optimizer must be adam|sgd and schedule cosine|constant")
+
+
+def load_data(cfg: RunConfig, data_dir: Path | None, cache_dir: Path) -> DataSplits:
+    options = dict(cfg.data.options)
+    if cfg.data.name == "gsc":
+        options.setdefault("cache_dir", str(cache_dir / "gsc"))
+    return DATASETS.get(cfg.data.name)(data_dir, seed=cfg.seed, download=cfg.data.download,
+                                        limit=cfg.data.limit, **options)
+
+
+def build_model(cfg: RunConfig, data: DataSplits) -> torch.nn.Module:
+    return MODELS.get(cfg.model.name)(data.num_classes, data.input_shape, **cfg.model.options)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: EpochCallback | None):
+    """The FP model after the pretraining stage, from the checkpoint cache or trained now.
+    Returns (model, {"fp_val", "fp_test", "checkpoint"})."""
+    key = pretrain_key(cfg, data.fingerprint)
+    path = cache_dir / "checkpoints" / f"{key}.pt"
+    seed_everything(cfg.seed)
+    model = build_model(cfg, data).to(device)
+    if path.is_file():
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        log(f"  FP checkpoint {key} (cached)")
+        return model, ckpt["info"]
+    log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {key})")
+    res = fit(model, data, cfg.pretrain, device=device, seed=cfg.seed, stage="pretrain",
+              eval_batch_size=cfg.eval_batch_size, on_epoch=on_epoch)
+    model.load_state_dict(res.best)
+    test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
+    info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": key, "history": res.history}
+    _save_atomic({"state_dict": model.state_dict(), "info": info}, path)
+    return model, info
+
+
+def verify_coding(qm: QuantizedModel, cfg: RunConfig, data: DataSplits, device, test_metric: float) -> dict[str, Any]:
+    """Encode ``qm``, decode the bitstream, compare bit for bit and re-evaluate the decoded model.
+    Returns sizes (bytes), times (seconds), ``roundtrip_ok`` and, on a mismatch, ``error``."""
+    from ecqx.coding import baseline_sizes, decode, encode
+
+    enc = encode(qm)
+    t0 = time.perf_counter()
+    decoded = decode(enc.bitstream)
+    decode_seconds = time.perf_counter() - t0
+    problems = compare_models(qm, decoded)
+    model = build_model(cfg, data).to(device)
+    model.load_state_dict(decoded.state_dict())
+    decoded_test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
+    if decoded_test != test_metric:
+        problems.append(f"decoded model scores {decoded_test} on test, the trained one {test_metric}")
+    out = {
+        "coded_bytes": enc.total_bytes,
+        "coded_weight_bytes": enc.weight_bytes,
+        "coded_other_bytes": enc.float_bytes,
+        "coded_side_bytes": enc.side_bytes,
+        "encode_seconds": enc.encode_seconds,
+        "decode_seconds": decode_seconds,
+        "decoded_test": decoded_test,
+        "roundtrip_ok": not problems,
+        "codec": enc.codec,
+        "bitstream": enc.bitstream,
+        "layer_bytes": enc.layer_bytes,
+    }
+    out.update(baseline_sizes(qm))
+    if problems:
+        out["error"] = "; ".join(problems)
+    return out
+
+
+def compare_models(a: QuantizedModel, b: QuantizedModel) -> list[str]:
+    """Differences between two compressed models (empty when bit-identical)."""
+    problems = []
+    if list(a.quantized) != list(b.quantized) or a.targets != b.targets:
+        problems.append("layer names differ")
+    for name, layer in a.quantized.items():
+        other = b.quantized.get(name)
+        if other is None or not torch.equal(layer.levels, other.levels) or layer.step != other.step:
+            problems.append(f"quantized layer {name} differs")
+    for name, t in a.float_params.items():
+        other = b.float_params.get(name)
+        if other is None or other.dtype != t.dtype or not torch.equal(t, other):
+            problems.append(f"parameter {name} differs")
+    return problems
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path = Path("runs/cache"),
+    on_epoch: EpochCallback | None = None,
+    log: Log = print,
+    data: DataSplits | None = None,
+) -> RunResult:
+    """Run one configuration end to end; see the module docstring. Raises ConfigError on bad input.
+    ``data`` may be passed when the caller already loaded it (e.g. to compute the run key)."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    data = data if data is not None else load_data(cfg, data_dir, cache_dir)
+    key = run_key(cfg, data.fingerprint)
+    model, fp = pretrained_model(cfg, data, device, cache_dir, log, on_epoch)
+    seed_everything(cfg.seed)
+    method = METHODS.get(cfg.method)(build_config(METHODS.get(cfg.method).Config, cfg.params))
+    t0 = time.perf_counter()
+    res = fit(model, data, cfg.train, device=device, seed=cfg.seed, method=method, stage="train",
+              eval_batch_size=cfg.eval_batch_size, on_epoch=on_epoch)
+    train_seconds = time.perf_counter() - t0
+    qm: QuantizedModel = res.best
+    model.load_state_dict(qm.state_dict())
+    test_all = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)
+    test = test_all[data.task_metric]
+    metrics = model_metrics(qm)
+    summary = dict(metrics.summary(), train_seconds=train_seconds)
+    coding: dict[str, Any] = {}
+    if cfg.verify_coding:
+        coding = verify_coding(qm, cfg, data, device, test)
+        summary.update({k: v for k, v in coding.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+        summary["compression_ratio"] = metrics.fp32_bytes / coding["coded_bytes"]
+        summary["coded_bits_per_weight"] = 8 * coding["coded_weight_bytes"] / max(metrics.target_params, 1)
+    layers = [vars(m) | getattr(method, "layer_stats", {}).get(m.name, {}) for m in metrics.layers]
+    extras = {"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {}
+    tags = {"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))}
+    return RunResult(cfg, key, data.fingerprint, data.task_metric, fp["fp_val"], fp["fp_test"], res.best_val, test,
+                     res.best_epoch, summary, layers, res.history, qm, coding.pop("bitstream", b""), coding, tags,
+                     extras)

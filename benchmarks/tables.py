@@ -1,0 +1,122 @@
+"""Paper-style tables generated from the tracked MLflow runs (never typed by hand).
+
+``write_tables(suite)`` reads every FINISHED, valid run of the suite's experiment and writes
+``results/<suite>/table.md`` and ``table.csv``: per model, method, bit width and setting (Λ or
+target sparsity), mean ± std over seeds of the test metric, sparsity, bits per weight, coded size
+and compression ratio, after an FP baseline row per model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks import tracking
+
+RESULTS_DIR = Path("results")
+SETTING_PARAMS = {"ecqx": ["Lambda"], "ecq": ["Lambda"], "magnitude": ["target_sparsity"], "uniform_qat": []}
+SYMBOLS = {"Lambda": "Λ", "target_sparsity": "s", "p": "p", "rho": "ρ", "alpha": "α"}
+
+
+def load_runs(suite: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per finished, valid run: tags, params and final metrics (column prefixes dropped)."""
+    mlflow = tracking._mlflow()
+    exp = tracking.setup(tracking_uri, tracking.experiment_name(suite))
+    df = mlflow.search_runs([exp], filter_string="attributes.status = 'FINISHED'", output_format="pandas")
+    if df.empty:
+        return df
+    if "tags.valid" in df:
+        df = df[df["tags.valid"] != "false"]
+    if "tags.mlflow.parentRunId" in df:  # search trials are reported by the search reports
+        df = df[df["tags.mlflow.parentRunId"].isna()]
+    df = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metrics.", "tags.")) else c)
+    return df.sort_values(["model", "method", "run_key"]).reset_index(drop=True)
+
+
+def setting_label(row: pd.Series) -> str:
+    """The grid variable of a run: 'Λ=0.4', 's=0.9' (+ 'FP32 survivors' for pruning without bits)."""
+    parts = []
+    for name in SETTING_PARAMS.get(row["method"], []):
+        value = row.get(f"params.params.{name}")
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{SYMBOLS.get(name, name)}={value}")
+    others = sorted(c for c in row.index if c.startswith("params.params.") and c.split(".")[-1] not in
+                    [*SETTING_PARAMS.get(row["method"], []), "bits"] and isinstance(row[c], str))
+    parts += [f"{SYMBOLS.get(c.split('.')[-1], c.split('.')[-1])}={row[c]}" for c in others]
+    return ", ".join(parts) or "-"
+
+
+def _mean_std(values: pd.Series, fmt: str) -> str:
+    v = values.astype(float)
+    if len(v) == 1 or v.std(ddof=1) == 0 or math.isnan(v.std(ddof=1)):
+        return format(v.mean(), fmt)
+    return f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}"
+
+
+COLUMNS = [  # (output name, source column, format, scale)
+    ("test {metric} (%)", "test_{metric}", ".2f", 100.0),
+    ("sparsity (%)", "sparsity", ".1f", 100.0),
+    ("entropy (bits/weight)", "entropy_bits_per_weight", ".3f", 1.0),
+    ("coded bits/weight", "coded_bits_per_weight", ".3f", 1.0),
+    ("coded size (kB)", "coded_bytes", ".2f", 1e-3),
+    ("compression ratio", "compression_ratio", ".1f", 1.0),
+]
+
+
+def summary_table(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(formatted table, numeric means) grouped by model, method, bits, setting; FP rows first."""
+    metric = df["metric"].iloc[0] if "metric" in df else "accuracy"
+    df = df.assign(setting=df.apply(setting_label, axis=1), bits=df["bits"].astype(int))
+    rows, numeric = [], []
+    for model, group in df.groupby("model", sort=True):
+        fp = group.drop_duplicates("seed")[f"fp_test_{metric}"] * 100
+        rows.append({"model": model, "method": "FP32 baseline", "bits": 32, "setting": "-", "seeds": len(fp),
+                     f"test {metric} (%)": _mean_std(fp, ".2f")})
+        numeric.append({"model": model, "method": "fp32", "bits": 32, "setting": "-", f"test_{metric}": fp.mean() / 100})
+        for (method, bits, setting), g in group.groupby(["method", "bits", "setting"], sort=True):
+            row = {"model": model, "method": method, "bits": bits, "setting": setting, "seeds": len(g)}
+            num = dict(row)
+            for label, column, fmt, scale in COLUMNS:
+                col = column.format(metric=metric)
+                if col in g and g[col].notna().all():
+                    row[label.format(metric=metric)] = _mean_std(g[col] * scale, fmt)
+                    num[col] = g[col].mean()
+            rows.append(row)
+            numeric.append(num)
+    return pd.DataFrame(rows).fillna("-"), pd.DataFrame(numeric)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (all cells as text)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def provenance(df: pd.DataFrame, suite: str) -> str:
+    commits = sorted(set(df.get("git_commit", pd.Series(["unknown"])).dropna()))
+    dirty = "true" in set(df.get("git_dirty", pd.Series(dtype=str)).dropna())
+    return (f"Generated by `ecqx-bench tables {suite}` from {len(df)} MLflow runs (commit(s) "
+            f"{', '.join(c[:10] for c in commits)}{', some with uncommitted changes' if dirty else ''}).")
+
+
+def write_tables(suite: str, tracking_uri: str | None = None, out_dir: Path | None = None) -> Path | None:
+    """Write ``table.md`` and ``table.csv`` under ``results/<suite>/``; returns the Markdown path
+    (None when the suite has no finished runs)."""
+    df = load_runs(suite, tracking_uri)
+    if df.empty:
+        return None
+    table, numeric = summary_table(df)
+    out = out_dir or RESULTS_DIR / suite
+    out.mkdir(parents=True, exist_ok=True)
+    metric = df["metric"].iloc[0]
+    numeric.to_csv(out / "table.csv", index=False, float_format="%.6g")
+    header = (f"# {suite}: compressed models, mean ± std over seeds\n\n"
+              f"Task metric: test {metric}, of the epoch selected on the validation split (never on test). "
+              "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model; the "
+              "compression ratio is FP32 state-dict bytes / coded bytes.\n\n")
+    (out / "table.md").write_text(header + to_markdown(table) + "\n\n" + provenance(df, suite) + "\n")
+    return out / "table.md"

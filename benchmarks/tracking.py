@@ -1,0 +1,213 @@
+"""MLflow tracking of runs: tags, params, per-epoch metrics, final metrics and artifacts.
+
+Default store: SQLite at ``runs/mlflow.db`` with artifacts under ``runs/artifacts`` (both
+git-ignored); ``--tracking-uri`` takes a server (``http://...``) or another database URI. The run
+key tag lets an interrupted suite resume: a key with a FINISHED run is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.config import RunConfig, run_key, to_dict
+from benchmarks.runner import RunResult, load_data, run, validate
+
+RUNS_DIR = Path("runs")
+DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
+RESULT_ARTIFACT = "result.json"
+
+
+def _mlflow():
+    import mlflow  # imported lazily: importing benchmarks must stay cheap
+
+    return mlflow
+
+
+def setup(tracking_uri: str | None, experiment: str) -> str:
+    """Point MLflow at the store and return the experiment id (created with an explicit artifact
+    location under ``runs/artifacts`` for local stores)."""
+    mlflow = _mlflow()
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not uri.startswith(("http://", "https://")):
+        location = (RUNS_DIR / "artifacts").resolve().as_uri()
+    return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+def experiment_name(suite: str) -> str:
+    return f"ecqx-bench/{suite}"
+
+
+def git_state() -> dict[str, str]:
+    """Commit hash and dirty flag of the working tree (``unknown`` outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "zennit", "nncodec"):
+        try:
+            out[f"{pkg}_version"] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[f"{pkg}_version"] = "absent"
+    return out
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b": "value"} (MLflow params)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | dict | tuple) else str(v)
+    return out
+
+
+def find_runs(experiment_id: str, key: str, status: str | None = None):
+    """MLflow runs with tag run_key == ``key`` (optionally only of ``status``)."""
+    mlflow = _mlflow()
+    filt = f"tags.run_key = '{key}'" + (f" and attributes.status = '{status}'" if status else "")
+    return mlflow.search_runs([experiment_id], filter_string=filt, output_format="list")
+
+
+def finished_record(experiment_id: str, key: str) -> dict[str, Any] | None:
+    """The JSON record of a FINISHED run with this key, or None."""
+    runs = find_runs(experiment_id, key, "FINISHED")
+    if not runs:
+        return None
+    mlflow = _mlflow()
+    path = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path=RESULT_ARTIFACT)
+    return json.loads(Path(path).read_text())
+
+
+def close_stale(experiment_id: str, key: str) -> None:
+    """Mark RUNNING runs of this key (left by a killed process) as KILLED."""
+    client = _mlflow().MlflowClient()
+    for r in find_runs(experiment_id, key, "RUNNING"):
+        client.set_terminated(r.info.run_id, status="KILLED")
+
+
+def run_tags(cfg: RunConfig, key: str) -> dict[str, str]:
+    return {
+        "run_key": key,
+        "suite": cfg.suite,
+        "method": cfg.method,
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "bits": str(cfg.params.get("bits") or 32),
+        "seed": str(cfg.seed),
+        **git_state(),
+        **versions(),
+    }
+
+
+def log_result(result: RunResult, mlflow_run_id: str) -> dict[str, Any]:
+    """Final metrics, tags and artifacts of a finished run; returns its JSON record."""
+    mlflow = _mlflow()
+    record = dict(result.to_json(), mlflow_run_id=mlflow_run_id)
+    numeric = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    numeric["roundtrip_ok"] = float(record["roundtrip_ok"])
+    mlflow.log_metrics({k: v for k, v in numeric.items() if k not in ("bits", "seed")})
+    mlflow.set_tags({**result.tags, "valid": str(record["roundtrip_ok"] or not result.config.verify_coding).lower(),
+                     "metric": result.metric, "codec": result.coding.get("codec", "none")})
+    if "error" in result.coding:
+        mlflow.set_tag("error", result.coding["error"][:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "config.yaml").write_text(yaml.safe_dump(to_dict(result.config), sort_keys=False))
+        (t / RESULT_ARTIFACT).write_text(json.dumps(record, indent=2))
+        _write_layers_csv(result.layers, t / "layers.csv")
+        if result.bitstream:
+            (t / "model.ecqx").write_bytes(result.bitstream)
+        if result.extras:
+            (t / "extras.json").write_text(json.dumps(result.extras, indent=2))
+        mlflow.log_artifacts(str(t))
+    return record
+
+
+def _write_layers_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    if not rows:
+        path.write_text("")
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _raise_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so the MLflow run is closed (KILLED), never left RUNNING."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if hasattr(signal, "SIGTERM"):
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not in the main thread
+            pass
+
+
+def tracked_run(
+    cfg: RunConfig,
+    *,
+    data_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: Path = RUNS_DIR / "cache",
+    log: Callable[[str], None] = print,
+    parent_run_id: str | None = None,
+    skip_finished: bool = True,
+) -> dict[str, Any]:
+    """Run ``cfg`` as an MLflow run (or return the record of the finished run with its key).
+    Bad input fails before any MLflow run starts."""
+    validate(cfg)
+    data = load_data(cfg, data_dir, cache_dir)
+    key = run_key(cfg, data.fingerprint)
+    exp = setup(tracking_uri, experiment_name(cfg.suite))
+    if skip_finished and (record := finished_record(exp, key)) is not None:
+        log(f"  finished before (run {record['mlflow_run_id']}): skipped")
+        return dict(record, skipped=True)
+    close_stale(exp, key)
+    _raise_on_sigterm()
+    mlflow = _mlflow()
+    name = f"{cfg.model.name}-{cfg.method}-b{cfg.params.get('bits') or 32}-s{cfg.seed}"
+    tags = run_tags(cfg, key) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
+        mlflow.log_params(flatten(to_dict(cfg)))
+
+        def on_epoch(stage: str, epoch: int, row: dict[str, float]) -> None:
+            mlflow.log_metrics({f"{stage}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log(f"    {stage} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+
+        try:
+            result = run(cfg, data_dir=data_dir, cache_dir=cache_dir, on_epoch=on_epoch, log=log, data=data)
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+        return log_result(result, active.info.run_id)
