@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -13,7 +14,7 @@ from benchmarks.config import ConfigError, SuiteConfig, deep_merge, load_suite, 
 from benchmarks.data import DatasetError
 from ecqx.registry import UnknownNameError
 
-USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -41,15 +42,20 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
     t.add_argument("--tracking-uri", default=None)
+    d = sub.add_parser("decode", help="rebuild a model from its bitstream and evaluate it on the test split")
+    d.add_argument("source", help="an MLflow run id, or a .ecqx bitstream file")
+    d.add_argument("--config", type=Path, default=None, help="the run's config.yaml (default: beside the file)")
+    d.add_argument("--data-dir", type=Path, default=None)
+    d.add_argument("--tracking-uri", default=None)
+    d.add_argument("--suite", default=None, help="the run's suite (experiment) when SOURCE is a run id")
     return ap
 
 
 def suite_base(suite: SuiteConfig, quick: bool, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base config dict, override dict) for runs of ``suite``."""
     base = deep_merge(suite.base, {"suite": suite.name})
-    if quick:
-        base = deep_merge(base, suite.quick)
-    return base, parse_overrides(overrides)
+    over = parse_overrides(overrides)
+    return base, deep_merge(suite.quick, over) if quick else over
 
 
 def cmd_run(args) -> int:
@@ -79,13 +85,23 @@ def _print_record(r: dict[str, Any]) -> None:
           f"ratio {ratio:.1f}x, round trip {'ok' if r.get('roundtrip_ok') else 'NOT ok'}")
 
 
-def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any]):
-    """Every (model, method, params, seed) of the suite as resolved RunConfigs, validated up front."""
+def expand(variant: dict[str, Any]) -> list[dict[str, Any]]:
+    """A grid variant with list values -> the product of its values ({bits: [2, 3]} -> 2 variants)."""
+    keys = list(variant)
+    values = [v if isinstance(v, list) else [v] for v in variant.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any], quick: bool = False):
+    """Every (model, method, params, seed) of the suite as resolved RunConfigs, validated up front.
+    ``quick`` keeps the first model, seed and variant of each method (a smoke run of every method)."""
     cfgs = []
-    for model in suite.models:
+    models, seeds = (suite.models[:1], suite.seeds[:1]) if quick else (suite.models, suite.seeds)
+    for model in models:
         for method, variants in suite.methods.items():
-            for params in variants or [{}]:
-                for seed in suite.seeds:
+            grid = [p for v in variants or [{}] for p in expand(v)]
+            for params in grid[:1] if quick else grid:
+                for seed in seeds:
                     b = deep_merge(base, {"model": {"name": model}, "seed": seed})
                     cfgs.append(make_run_config(b, method, params, over))
     from benchmarks.runner import validate
@@ -101,8 +117,8 @@ def cmd_suite(args) -> int:
 
     suite = load_suite(args.suite)
     base, over = suite_base(suite, args.quick, args.overrides)
-    cfgs = suite_grid(suite, base, over)
-    print(f"suite {suite.name}: {len(cfgs)} runs ({len(suite.models)} models, {len(suite.seeds)} seeds)")
+    cfgs = suite_grid(suite, base, over, quick=args.quick)
+    print(f"suite {suite.name}: {len(cfgs)} runs" + (" (quick: first model, seed and setting per method)" if args.quick else ""))
     start, done, skipped = time.perf_counter(), 0, 0
     for i, cfg in enumerate(cfgs, 1):
         print(f"[{i}/{len(cfgs)}] {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
@@ -134,11 +150,19 @@ def _print_tables(suite: str, tracking_uri: str | None, write_tables) -> int:
 def cmd_tables(args) -> int:
     from benchmarks.tables import write_tables
 
-    load_suite(args.suite)
-    return _print_tables(args.suite, args.tracking_uri, write_tables)
+    return _print_tables(load_suite(args.suite).name, args.tracking_uri, write_tables)
 
 
-COMMANDS = {"run": cmd_run, "suite": cmd_suite, "tables": cmd_tables}
+def cmd_decode(args) -> int:
+    from benchmarks.decode import decode_and_evaluate
+
+    result = decode_and_evaluate(args.source, config_path=args.config, data_dir=args.data_dir,
+                                 tracking_uri=args.tracking_uri)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "suite": cmd_suite, "tables": cmd_tables, "decode": cmd_decode}
 
 
 def main(argv: list[str] | None = None) -> int:

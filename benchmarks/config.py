@@ -186,10 +186,11 @@ def suite_names() -> list[str]:
 
 
 def load_suite(name: str) -> SuiteConfig:
-    """The suite ``benchmarks/configs/suites/<name>.yaml`` merged over ``base.yaml``."""
-    path = CONFIG_DIR / "suites" / f"{name}.yaml"
+    """The suite ``benchmarks/configs/suites/<name>.yaml`` (or a path to a suite YAML file) merged
+    over ``base.yaml``."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "suites" / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown suite {name!r}; known: {', '.join(suite_names())}")
+        raise ConfigError(f"unknown suite {name!r}; known: {', '.join(suite_names())} (or a path to a suite .yaml)")
     suite = from_dict(SuiteConfig, load_yaml(path), f"suite {name}")
     suite.base = deep_merge(load_yaml(CONFIG_DIR / "base.yaml"), suite.base)
     return suite
@@ -208,11 +209,34 @@ def make_run_config(base: dict[str, Any], method: str, params: dict[str, Any], o
     return from_dict(RunConfig, data)
 
 
+def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that differ from ``defaults`` (recursively for mappings)."""
+    out = {}
+    for k, v in values.items():
+        d = defaults.get(k, _MISSING)
+        if isinstance(v, dict) and isinstance(d, dict):
+            sub = _non_default(v, d)
+            if sub:
+                out[k] = sub
+        elif v != d:
+            out[k] = v
+    return out
+
+
+_MISSING = object()
+
+
 def identity_fields(cfg: RunConfig) -> dict[str, Any]:
-    """The fields that determine a run's numbers (suite name left out)."""
+    """The resolved, non-default fields that determine a run's numbers, plus method and seed (the
+    suite name is left out; a new config field with a default leaves existing identities alone)."""
+    from ecqx import METHODS
+
     d = to_dict(cfg)
     d.pop("suite")
-    return d
+    method_defaults_ = to_dict(METHODS.get(cfg.method).Config()) if cfg.method in METHODS else {}
+    params = _non_default(d.pop("params"), method_defaults_)
+    out = _non_default(d, to_dict(RunConfig()))
+    return {**out, "method": cfg.method, "seed": cfg.seed, "params": params}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -228,6 +252,6 @@ def run_key(cfg: RunConfig, data_fingerprint: str) -> str:
 
 def pretrain_key(cfg: RunConfig, data_fingerprint: str) -> str:
     """Identity of the FP checkpoint: shared by every method of a suite with the same model/data/seed."""
-    d = to_dict(cfg)
-    keep = {k: d[k] for k in ("seed", "data", "model", "pretrain", "eval_batch_size")}
-    return stable_hash({"pretrain": keep, "data": data_fingerprint})
+    d = _non_default(to_dict(cfg), to_dict(RunConfig()))
+    keep = {k: d[k] for k in ("data", "model", "pretrain", "eval_batch_size") if k in d}
+    return stable_hash({"pretrain": keep, "seed": cfg.seed, "data": data_fingerprint})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ecqx.assignment import LAMBDA_MAX_RULES, assign_layer

@@ -8,7 +8,6 @@ importing them.
 from __future__ import annotations
 
 import importlib.metadata
-
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 

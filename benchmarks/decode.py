@@ -1,0 +1,55 @@
+"""Check a table cell from the file alone: decode a bitstream, rebuild the model, evaluate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.config import ConfigError, RunConfig, from_dict
+from benchmarks.runner import build_model, load_data
+from benchmarks.train import evaluate, resolve_device
+from ecqx import model_metrics
+
+
+def _from_run(run_id: str, tracking_uri: str | None) -> tuple[Path, Path]:
+    """Download ``model.ecqx`` and ``config.yaml`` of an MLflow run."""
+    import mlflow
+
+    from benchmarks.tracking import DEFAULT_TRACKING_URI
+
+    mlflow.set_tracking_uri(tracking_uri or DEFAULT_TRACKING_URI)
+    try:
+        bitstream = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.ecqx"))
+        config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml"))
+    except Exception as e:  # MLflow raises several types for unknown runs/artifacts
+        raise ConfigError(f"cannot fetch model.ecqx/config.yaml of MLflow run {run_id!r}: {e}") from None
+    return bitstream, config
+
+
+def decode_and_evaluate(source: str, *, config_path: Path | None = None, data_dir: Path | None = None,
+                        tracking_uri: str | None = None, cache_dir: Path = Path("runs/cache")) -> dict[str, Any]:
+    """Decode ``source`` (a .ecqx file, or an MLflow run id) and evaluate the rebuilt model on the
+    test split of the run's data set. Returns sizes (bytes), metrics and the test metric."""
+    from ecqx.coding import decode
+
+    path = Path(source)
+    if path.is_file():
+        config_path = config_path or path.with_name("config.yaml")
+        if not config_path.is_file():
+            raise ConfigError(f"no config for {path}: pass --config (the run's config.yaml artifact)")
+    else:
+        path, config_path = _from_run(source, tracking_uri)
+    cfg: RunConfig = from_dict(RunConfig, yaml.safe_load(config_path.read_text()))
+    data_bytes = path.read_bytes()
+    qm = decode(data_bytes)
+    data = load_data(cfg, data_dir, cache_dir)
+    device = resolve_device(cfg.device)
+    model = build_model(cfg, data).to(device)
+    model.load_state_dict(qm.state_dict())
+    metric = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
+    m = model_metrics(qm)
+    return {"source": source, "coded_bytes": len(data_bytes), "fp32_bytes": m.fp32_bytes,
+            "compression_ratio": m.fp32_bytes / len(data_bytes), "sparsity": m.sparsity,
+            f"test_{data.task_metric}": metric, "model": cfg.model.name, "method": cfg.method, "suite": cfg.suite}
