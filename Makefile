@@ -8,7 +8,7 @@ SUITE  ?= digits
 DATA   ?=
 ARGS   ?=
 
-.PHONY: venv test test-slow lint format bench tables ui perf clean-runs
+.PHONY: venv test test-slow lint format bench tables ablation ui perf leaderboard clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: venv
 
 tables: venv
 	$(PY) -m benchmarks.cli tables $(SUITE)
+
+leaderboard: venv
+	$(PY) -m benchmarks.cli leaderboard
+
+ablation: venv
+	$(PY) -m benchmarks.cli ablation $(SUITE) $(ARGS)
 
 ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port 5000

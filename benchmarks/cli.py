@@ -42,6 +42,21 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
     t.add_argument("--tracking-uri", default=None)
+    a = sub.add_parser("ablation", help="run an ablation (configs/ablations/NAME.yaml) and write its delta table")
+    a.add_argument("name")
+    _common(a)
+    se = sub.add_parser("search", help="multi-objective Optuna search (val metric up, coded bytes down); resumes")
+    se.add_argument("suite")
+    se.add_argument("--method", required=True)
+    se.add_argument("--trials", type=int, required=True, help="N: COMPLETE + FAIL trials the study ends with")
+    se.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    se.add_argument("--storage", default=None, help="Optuna RDB URL (default: sqlite:///runs/optuna.db)")
+    se.add_argument("--study-name", default=None, help="default: SUITE/METHOD (+ /quick)")
+    se.add_argument("--space", type=Path, default=None, help="search-space YAML (default: configs/searches/METHOD)")
+    se.add_argument("--seed", type=int, default=0, help="sampler seed")
+    _common(se)
+    lb = sub.add_parser("leaderboard", help="write results/LEADERBOARD.md from every suite's runs")
+    lb.add_argument("--tracking-uri", default=None)
     d = sub.add_parser("decode", help="rebuild a model from its bitstream and evaluate it on the test split")
     d.add_argument("source", help="an MLflow run id, or a .ecqx bitstream file")
     d.add_argument("--config", type=Path, default=None, help="the run's config.yaml (default: beside the file)")
@@ -112,7 +127,6 @@ def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any], q
 
 
 def cmd_suite(args) -> int:
-    from benchmarks.tables import write_tables
     from benchmarks.tracking import tracked_run
 
     suite = load_suite(args.suite)
@@ -129,7 +143,7 @@ def cmd_suite(args) -> int:
             _print_record(record)
     minutes = (time.perf_counter() - start) / 60
     print(f"suite {suite.name}: {done} runs ({done - skipped} run now, {skipped} finished before) in {minutes:.1f} min")
-    return _print_tables(suite.name, args.tracking_uri, write_tables)
+    return _print_tables(args.suite, args.tracking_uri)
 
 
 def _quiet_epochs(line: str) -> None:
@@ -137,20 +151,22 @@ def _quiet_epochs(line: str) -> None:
     print(line, flush=True)
 
 
-def _print_tables(suite: str, tracking_uri: str | None, write_tables) -> int:
-    path = write_tables(suite, tracking_uri)
-    if path is None:
+def _print_tables(suite: str, tracking_uri: str | None) -> int:
+    """Write the table and the reports (fronts, BD-rate, profiles) from MLflow; print the table."""
+    from benchmarks.reports import write_reports
+
+    written = write_reports(suite, tracking_uri)
+    table = next((p for p in written if p.name == "table.md"), None)
+    if table is None:
         print(f"no finished runs for suite {suite}")
         return 1
-    print(path.read_text())
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    print(table.read_text())
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
 def cmd_tables(args) -> int:
-    from benchmarks.tables import write_tables
-
-    return _print_tables(load_suite(args.suite).name, args.tracking_uri, write_tables)
+    return _print_tables(args.suite, args.tracking_uri)
 
 
 def cmd_decode(args) -> int:
@@ -162,11 +178,43 @@ def cmd_decode(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "suite": cmd_suite, "tables": cmd_tables, "decode": cmd_decode}
+def cmd_ablation(args) -> int:
+    from benchmarks.ablation import run_ablation
+
+    path = run_ablation(args.name, quick=args.quick, overrides=parse_overrides(args.overrides),
+                        data_dir=args.data_dir, tracking_uri=args.tracking_uri)
+    print(path.read_text())
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from benchmarks.search import main as search_main
+
+    return search_main(args)
+
+
+def cmd_leaderboard(args) -> int:
+    from benchmarks.leaderboard import write_leaderboard
+
+    path = write_leaderboard(args.tracking_uri)
+    print(path.read_text())
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"leaderboard": cmd_leaderboard, "run": cmd_run, "suite": cmd_suite, "tables": cmd_tables, "decode": cmd_decode, "ablation": cmd_ablation,
+            "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args, extra = ap.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    if stray:
+        ap.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:  # key=value overrides given after options
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:

@@ -226,7 +226,8 @@ def run(
         coding = verify_coding(qm, cfg, data, device, test)
         summary.update({k: v for k, v in coding.items() if isinstance(v, int | float) and not isinstance(v, bool)})
         summary["compression_ratio"] = metrics.fp32_bytes / coding["coded_bytes"]
-        summary["coded_bits_per_weight"] = 8 * coding["coded_weight_bytes"] / max(metrics.target_params, 1)
+        target_bytes = sum(coding["layer_bytes"].get(name, 0) for name in qm.targets)
+        summary["coded_bits_per_weight"] = 8 * target_bytes / max(metrics.target_params, 1)
     layers = [vars(m) | getattr(method, "layer_stats", {}).get(m.name, {}) for m in metrics.layers]
     extras = {"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {}
     tags = {"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))}

@@ -27,24 +27,32 @@ def load_runs(suite: str, tracking_uri: str | None = None) -> pd.DataFrame:
     df = mlflow.search_runs([exp], filter_string="attributes.status = 'FINISHED'", output_format="pandas")
     if df.empty:
         return df
-    if "tags.valid" in df:
-        df = df[df["tags.valid"] != "false"]
+    if "tags.valid" not in df:  # only study parent runs so far
+        return df.iloc[0:0]
+    df = df[df["tags.valid"] == "true"]  # also drops study parent runs (no config, no valid tag)
     if "tags.mlflow.parentRunId" in df:  # search trials are reported by the search reports
         df = df[df["tags.mlflow.parentRunId"].isna()]
     df = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metrics.", "tags.")) else c)
     return df.sort_values(["model", "method", "run_key"]).reset_index(drop=True)
 
 
-def setting_label(row: pd.Series) -> str:
-    """The grid variable of a run: 'Λ=0.4', 's=0.9' (+ 'FP32 survivors' for pruning without bits)."""
+def varying_params(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per method, the param columns whose value differs between its runs (besides bits and seed)."""
+    out = {}
+    for method, g in df.groupby("method"):
+        cols = [c for c in g.columns if c.startswith("params.params.") and c != "params.params.bits"]
+        out[method] = sorted(c.removeprefix("params.params.") for c in cols if g[c].nunique(dropna=False) > 1)
+    return out
+
+
+def setting_label(row: pd.Series, varying: dict[str, list[str]]) -> str:
+    """The grid variables of a run: 'Λ=0.4', 's=0.9', plus any other param that varies for its method."""
+    names = list(dict.fromkeys([*SETTING_PARAMS.get(row["method"], []), *varying.get(row["method"], [])]))
     parts = []
-    for name in SETTING_PARAMS.get(row["method"], []):
+    for name in names:
         value = row.get(f"params.params.{name}")
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+        if value is not None and not (isinstance(value, float) and math.isnan(value)) and value != "None":
             parts.append(f"{SYMBOLS.get(name, name)}={value}")
-    others = sorted(c for c in row.index if c.startswith("params.params.") and c.split(".")[-1] not in
-                    [*SETTING_PARAMS.get(row["method"], []), "bits"] and isinstance(row[c], str))
-    parts += [f"{SYMBOLS.get(c.split('.')[-1], c.split('.')[-1])}={row[c]}" for c in others]
     return ", ".join(parts) or "-"
 
 
@@ -68,7 +76,8 @@ COLUMNS = [  # (output name, source column, format, scale)
 def summary_table(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(formatted table, numeric means) grouped by model, method, bits, setting; FP rows first."""
     metric = df["metric"].iloc[0] if "metric" in df else "accuracy"
-    df = df.assign(setting=df.apply(setting_label, axis=1), bits=df["bits"].astype(int))
+    varying = varying_params(df)
+    df = df.assign(setting=df.apply(setting_label, axis=1, varying=varying), bits=df["bits"].astype(int))
     rows, numeric = [], []
     for model, group in df.groupby("model", sort=True):
         fp = group.drop_duplicates("seed")[f"fp_test_{metric}"] * 100

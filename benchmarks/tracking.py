@@ -183,9 +183,11 @@ def tracked_run(
     log: Callable[[str], None] = print,
     parent_run_id: str | None = None,
     skip_finished: bool = True,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` as an MLflow run (or return the record of the finished run with its key).
-    Bad input fails before any MLflow run starts."""
+    Bad input fails before any MLflow run starts. ``extra_tags`` (e.g. an ablation branch) are
+    added to the run's tags."""
     validate(cfg)
     data = load_data(cfg, data_dir, cache_dir)
     key = run_key(cfg, data.fingerprint)
@@ -197,7 +199,7 @@ def tracked_run(
     _raise_on_sigterm()
     mlflow = _mlflow()
     name = f"{cfg.model.name}-{cfg.method}-b{cfg.params.get('bits') or 32}-s{cfg.seed}"
-    tags = run_tags(cfg, key) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    tags = run_tags(cfg, key) | (extra_tags or {}) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
         mlflow.log_params(flatten(to_dict(cfg)))
 

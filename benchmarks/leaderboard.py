@@ -1,0 +1,287 @@
+"""The leaderboard, and the rules that pick runs for it and for the reports (only from MLflow).
+
+A run counts when it FINISHED with a verified size: tag ``valid=true``, metric ``roundtrip_ok=1``
+and a ``coded_bytes`` metric (bytes of a real NNR bitstream that decodes to the evaluated model).
+Grid runs and search trials (runs nested under a study run) count alike.
+
+``write_leaderboard()`` writes ``results/LEADERBOARD.md``: per suite with runs, a closed division
+(the suite's own models, data and epochs) and an open division (any config on the suite's data),
+each ranked by coded size among the runs within the suite's tolerance of FP32. Run it with
+``python -m benchmarks.leaderboard`` (``make leaderboard``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import tables, tracking
+from benchmarks.config import (
+    RunConfig,
+    SuiteConfig,
+    deep_merge,
+    from_dict,
+    load_suite,
+    make_run_config,
+    method_defaults,
+    stable_hash,
+    suite_names,
+    to_dict,
+)
+
+LEADERBOARD = Path("results/LEADERBOARD.md")
+TOP = 10  # entries shown per division
+IDENTITY_SKIP = {"params.seed", "params.suite", "params.device"}  # not part of a configuration
+BUDGET_KEYS = ("data.name", "data.limit", "data.options", "model.options", "pretrain.epochs", "train.epochs")
+DATA_KEYS = ("data.name", "data.limit", "data.options")  # the test split a metric is measured on
+EPS = 1e-9  # float slack of the tolerance test (metric fractions)
+
+
+# ------------------------------------------------------------------ which runs count
+
+
+def load_suite_runs(suite: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every FINISHED run of the suite's experiment with a verified size (tag valid=true, metric
+    roundtrip_ok=1, a coded_bytes metric): grid runs (``kind`` "grid") and search trials, i.e. runs
+    nested under a study run (``kind`` "trial"). Study parent runs have no size and drop out.
+    Metric and tag columns lose their prefix; ``config_id`` names the configuration without seed."""
+    mlflow = tracking._mlflow()
+    uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(tracking.experiment_name(suite))
+    if exp is None:
+        return pd.DataFrame()
+    df = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    df = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metrics.", "tags.")) else c)
+    for col in ("coded_bytes", "roundtrip_ok", "valid", "mlflow.parentRunId", "git_commit", "git_dirty"):
+        if col not in df:
+            df[col] = np.nan
+    df = df[df["coded_bytes"].notna() & (df["valid"] == "true") & (df["roundtrip_ok"] == 1)].copy()
+    if df.empty:
+        return pd.DataFrame()
+    df["kind"] = np.where(df["mlflow.parentRunId"].notna(), "trial", "grid")
+    df["config_id"] = df.apply(config_id, axis=1)
+    df["key_params"] = df.apply(key_params, axis=1)
+    return df.sort_values(["model", "method", "config_id", "seed", "run_id"]).reset_index(drop=True)
+
+
+def config_id(row: pd.Series) -> str:
+    """Hash of a run's MLflow params except seed, suite and device: runs that differ only by seed
+    share it."""
+    items = {k: row[k] for k in row.index if k.startswith("params.") and k not in IDENTITY_SKIP}
+    return stable_hash({k: v for k, v in items.items() if isinstance(v, str)}, 12)
+
+
+@cache
+def _defaults(method: str) -> dict[str, str]:
+    return {k: str(v) for k, v in method_defaults(method).items()}
+
+
+def key_params(row: pd.Series) -> str:
+    """The method's grid variable and every param that differs from its paper default, e.g.
+    'Λ=0.5, p=0.2' (bits are shown apart); '-' when none."""
+    always = tables.SETTING_PARAMS.get(row["method"], [])
+    names = sorted(c.removeprefix("params.params.") for c in row.index if c.startswith("params.params."))
+    defaults, parts = _defaults(row["method"]), []
+    for name in [*[n for n in always if n in names], *[n for n in names if n not in always]]:
+        value = row[f"params.params.{name}"]
+        if name != "bits" and isinstance(value, str) and (name in always or value != defaults.get(name)):
+            parts.append(f"{tables.SYMBOLS.get(name, name)}={value}")
+    return ", ".join(parts) or "-"
+
+
+def _reference_params(suite: SuiteConfig, prefixes: tuple[str, ...]) -> dict[str, str]:
+    flat = tracking.flatten(to_dict(from_dict(RunConfig, suite.base)))
+    return {k: v for k, v in flat.items() if k.startswith(prefixes)}
+
+
+def matches_suite(df: pd.DataFrame, suite: SuiteConfig, prefixes: tuple[str, ...] = BUDGET_KEYS) -> pd.Series:
+    """True where a run's MLflow params under ``prefixes`` equal the suite's own (absent on both
+    sides counts as equal). With BUDGET_KEYS the model must also be one of the suite's models: the
+    closed division (the suite's model, data and epochs); with DATA_KEYS: the suite's data set."""
+    ref = _reference_params(suite, prefixes)
+    keys = {c.removeprefix("params.") for c in df if c.startswith("params.")}
+    mask = pd.Series(True, index=df.index)
+    for key in sorted({k for k in keys if k.startswith(prefixes)} | set(ref)):
+        col = df[f"params.{key}"] if f"params.{key}" in df else pd.Series(np.nan, index=df.index, dtype=object)
+        mask &= col.astype(object).fillna("<absent>") == ref.get(key, "<absent>")
+    if prefixes == BUDGET_KEYS:
+        mask &= df["model"].isin(suite.models)
+    return mask
+
+
+def within_tolerance(df: pd.DataFrame, metric: str, tolerance: float) -> pd.Series:
+    """True where the test metric is at most ``tolerance`` (absolute, fraction) below the run's own
+    FP baseline (same model, data, seed and pretraining)."""
+    return df[f"test_{metric}"] >= df[f"fp_test_{metric}"] - tolerance - EPS
+
+
+
+
+# ------------------------------------------------------------------ ranking
+
+
+def report_runs(df: pd.DataFrame, suite: SuiteConfig) -> tuple[pd.DataFrame, str]:
+    """The runs a report uses (those with the suite's own model, data and epochs, or all when none
+    has them, e.g. only --quick runs) and a sentence saying which."""
+    closed = matches_suite(df, suite)
+    if closed.any():
+        note = f"{int(closed.sum())} verified runs with the suite's own models, data and epochs"
+        others = int((~closed).sum())
+        return df[closed], note + (f" ({others} runs with other settings left out)." if others else ".")
+    return df, f"{len(df)} verified runs; none has the suite's own epochs/data (e.g. --quick runs), so all are used."
+
+
+def best_runs(df: pd.DataFrame, metric: str, tolerance: float) -> pd.DataFrame:
+    """Per model and method, the run with the smallest coded size (bytes) whose test metric is within
+    ``tolerance`` of its FP baseline, or, when none is, the run with the best test metric."""
+    rows = []
+    ok = within_tolerance(df, metric, tolerance)
+    for _, g in df.assign(_ok=ok).groupby(["model", "method"], sort=True):
+        inside = g[g["_ok"]]
+        if len(inside):
+            pick = inside.sort_values(["coded_bytes", f"test_{metric}", "run_id"], ascending=[True, False, True])
+            rule = "smallest within tolerance"
+        else:
+            pick = g.sort_values([f"test_{metric}", "coded_bytes", "run_id"], ascending=[False, True, True])
+            rule = "best metric (none within tolerance)"
+        rows.append({**pick.iloc[0].drop("_ok").to_dict(), "selection": rule})
+    return pd.DataFrame(rows)
+
+
+def suite_fp_bar(df: pd.DataFrame, suite: SuiteConfig, metric: str) -> float | None:
+    """The open division's FP32 bar (fraction): the highest per-model mean FP test metric of the
+    suite's closed-division runs (one value per model and seed); None without closed runs."""
+    closed = df[matches_suite(df, suite)]
+    if closed.empty:
+        return None
+    fp = closed.drop_duplicates(["model", "seed"]).groupby("model")[f"fp_test_{metric}"].mean()
+    return float(fp.max())
+
+
+def ranked(df: pd.DataFrame, metric: str, tolerance: float, bar: float | None = None, top: int = TOP) -> pd.DataFrame:
+    """Runs within ``tolerance`` of their own FP32 (and of ``bar`` when given), the best seed per
+    configuration, ranked by coded size (bytes) ascending (equal sizes share a rank; then higher
+    metric, earlier start, run id); the first ``top``."""
+    ok = within_tolerance(df, metric, tolerance)
+    if bar is not None:
+        ok &= df[f"test_{metric}"] >= bar - tolerance - EPS
+    order = ["coded_bytes", f"test_{metric}", "start_time", "run_id"]
+    best = df[ok].sort_values(order, ascending=[True, False, True, True]).drop_duplicates("config_id")
+    return best.assign(rank=best["coded_bytes"].rank(method="min").astype(int)).head(top)
+
+
+def _yaml_value(text: str) -> str:
+    return "null" if text == "None" else text
+
+
+def reproduce_command(row: pd.Series, suite: str) -> str:
+    """The ``ecqx-bench run`` command line that resolves to the run's config (its MLflow params):
+    suite, method, bits, model and seed as options, every other differing field as key=value."""
+    from benchmarks.cli import suite_base
+
+    params = {c.removeprefix("params."): v for c, v in row.items() if c.startswith("params.") and isinstance(v, str)}
+    bits, model, seed = params.get("params.bits", "None"), params["model.name"], params["seed"]
+    base = deep_merge(suite_base(load_suite(suite), False, [])[0], {"model": {"name": model}, "seed": int(seed)})
+    cfg = make_run_config(base, row["method"], {} if bits == "None" else {"bits": int(bits)}, {})
+    default = tracking.flatten(to_dict(cfg))
+    argv = ["ecqx-bench", "run", "--suite", suite, "--method", row["method"]]
+    argv += ([] if bits == "None" else ["--bits", bits]) + ["--model", model, "--seed", seed]
+    argv += [f"{k}={_yaml_value(v)}" for k, v in sorted(params.items()) if default.get(k) != v]
+    return shlex.join(argv)
+
+
+# ------------------------------------------------------------------ Markdown
+
+
+def board(entries: pd.DataFrame, metric: str, suite: str) -> str:
+    """A Markdown table of ranked entries (metric in %, sizes in bytes)."""
+    if entries.empty:
+        return "No run qualifies yet."
+    rows = [{"rank": r["rank"], "method": r["method"], "model": r["model"], "bits": r["bits"],
+             "key params": r["key_params"], f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
+             "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}", "coded bytes": f"{r['coded_bytes']:.0f}",
+             "ratio": f"{r['compression_ratio']:.1f}x", "date": pd.Timestamp(r["start_time"]).strftime("%Y-%m-%d"),
+             "MLflow run": f"`{r['run_id']}`", "commit": _commit(r), "reproduce": f"`{reproduce_command(r, suite)}`"}
+            for _, r in entries.iterrows()]
+    return tables.to_markdown(pd.DataFrame(rows))
+
+
+def _commit(row: pd.Series) -> str:
+    commit = row["git_commit"] if isinstance(row["git_commit"], str) else "unknown"
+    return commit[:10] + ("+dirty" if row["git_dirty"] == "true" else "")
+
+
+def suite_section(suite: str, tracking_uri: str | None = None) -> str | None:
+    """The Markdown section of one suite (None when it has no verified runs)."""
+    cfg = load_suite(suite)
+    df = load_suite_runs(cfg.name, tracking_uri)
+    if df.empty:
+        return None
+    metric, tol = df["metric"].iloc[0], cfg.tolerance
+    closed, data = df[matches_suite(df, cfg)], df[matches_suite(df, cfg, DATA_KEYS)]
+    bar = suite_fp_bar(df, cfg, metric)
+    bar_text = f"{100 * bar:.2f}%" if bar is not None else "none (no closed runs): each run's own FP32 only"
+    return "\n".join([
+        f"## {cfg.name}: test {metric}, tolerance {100 * tol:g} pp\n",
+        f"{cfg.description}. {len(df)} verified runs ({int((df['kind'] == 'trial').sum())} search trials); "
+        f"models {', '.join(cfg.models)}; epochs pretrain/train as in `benchmarks/configs/suites/{cfg.name}.yaml`.\n",
+        f"### Closed division ({len(closed)} runs)\n", board(ranked(closed, metric, tol), metric, suite),
+        f"\n### Open division ({len(data)} runs; FP32 bar {bar_text})\n",
+        board(ranked(data, metric, tol, bar), metric, suite), ""])
+
+
+RULES = """# Leaderboard
+
+Generated only from the MLflow store by `make leaderboard` (`python -m benchmarks.leaderboard`);
+regenerate it, never edit it. Entries carry their MLflow run id, the commit of the code that ran
+them (`+dirty`: with uncommitted changes) and the command that reproduces them.
+
+Rules:
+
+- **Score**: the coded size in bytes of the run's NNR (DeepCABAC) bitstream; smaller ranks higher.
+  Equal sizes share a rank (then: higher test metric, earlier run).
+- **Verified**: only FINISHED runs whose bitstream decoded back to the evaluated model (tag
+  `valid=true`, `roundtrip_ok=1`) count.
+- **Within tolerance**: the test metric (of the epoch selected on validation) is at most the suite's
+  tolerance (absolute, stated per suite) below the run's own FP32 baseline (same model, seed, data).
+- **Closed division**: the suite's own models, data and training budget (its default epochs of
+  both stages); grid runs and search trials alike.
+- **Open division**: any configuration on the suite's data set and test split (other models,
+  epochs, hyperparameters); the run must also be within the tolerance of the suite's FP32 bar (the
+  best per-model mean FP32 of the closed runs), so a weaker baseline cannot lower the bar.
+- One entry per configuration (its best seed); the first {top} are shown. Ratio: FP32 state-dict
+  bytes / coded bytes.
+"""
+
+
+def write_leaderboard(tracking_uri: str | None = None, path: Path = LEADERBOARD,
+                      suites: list[str] | None = None) -> Path:
+    """Write the leaderboard of ``suites`` (default: every suite config) that have verified runs."""
+    sections = [s for s in (suite_section(name, tracking_uri) for name in suites or suite_names()) if s]
+    text = RULES.format(top=TOP) + "\n" + ("\n".join(sections) if sections else "No suite has verified runs yet.\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard", description=write_leaderboard.__doc__)
+    ap.add_argument("suites", nargs="*", help="suite names (default: all)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    ap.add_argument("--out", type=Path, default=LEADERBOARD)
+    args = ap.parse_args(argv)
+    print(f"wrote {write_leaderboard(args.tracking_uri, args.out, args.suites or None)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Reports generated only from MLflow: Pareto fronts, Bjøntegaard deltas, plots and layer profiles.
+
+``write_reports(suite)`` reads the suite's verified runs (grid runs and search trials) and writes,
+under ``results/<suite>/``: ``table.md``/``.csv`` (via ``tables.write_tables``), ``fronts.csv``,
+``pareto.png``, ``rate_accuracy.png``, ``bd_rate.csv``/``.md``, ``profiles.csv``/``.png``/``.md`` and
+``report.md``. Nothing in them depends on the time of writing, so the same store gives the same bytes.
+Which runs count (verified sizes, the suite's budget, the tolerance test) is defined in
+``benchmarks.leaderboard``, shared with the leaderboard.
+
+Units: sizes in bytes (real NNR bitstreams), metrics as fractions in data and as % in text and plots.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import tables, tracking
+from benchmarks.config import SuiteConfig, load_suite
+from benchmarks.leaderboard import best_runs, load_suite_runs, report_runs
+
+RESULTS_DIR = Path("results")
+DPI = 110
+COLORS = {"ecqx": "tab:red", "ecq": "tab:blue", "uniform_qat": "tab:green", "magnitude": "tab:purple"}
+EXTRA_COLORS = ["tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+PROFILE_METRICS = [  # (layers.csv column, panel label, scale)
+    ("entropy_bits_per_weight", "information content (bits/weight)", 1.0),
+    ("sparsity", "sparsity (% zero weights)", 100.0),
+    ("relevance_share", "relevance share (% of total |R|)", 100.0),
+]
+
+
+# ------------------------------------------------------------------ fronts
+
+
+def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One point per configuration (model, method, params except seed): mean coded size (bytes),
+    test metric and FP metric (fractions) over its seeds, with ``seeds`` and the run ids."""
+    g = df.groupby(["model", "method", "config_id"], sort=True)
+    points = g.agg(coded_bytes=("coded_bytes", "mean"), metric=(f"test_{metric}", "mean"),
+                   fp=(f"fp_test_{metric}", "mean"), seeds=("seed", "nunique"), bits=("bits", "first"),
+                   key_params=("key_params", "first"), kind=("kind", "first"), run_ids=("run_id", " ".join))
+    return points.reset_index()
+
+
+def pareto_front(points: pd.DataFrame, size: str = "coded_bytes", score: str = "metric") -> pd.DataFrame:
+    """The non-dominated points (no other point is at most as large and at least as good). Of equal
+    sizes the best score stays, of equal scores the smallest size; exact duplicates keep the first in
+    (size, -score, config_id) order. The result is sorted by size; size and score strictly increase."""
+    tiebreak = ["config_id"] if "config_id" in points else []
+    order = points.assign(_neg=-points[score]).sort_values([size, "_neg", *tiebreak], kind="mergesort")
+    keep, best = [], -math.inf
+    for idx, value in zip(order.index, order[score]):
+        if value > best:
+            keep.append(idx)
+            best = value
+    return order.loc[keep].drop(columns="_neg").reset_index(drop=True)
+
+
+def fronts(points: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto front (coded size vs metric) of every model and method."""
+    parts = [pareto_front(g) for _, g in points.groupby(["model", "method"], sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else points.iloc[:0]
+
+
+# ------------------------------------------------------------------ Bjøntegaard deltas
+
+
+@dataclass(frozen=True)
+class BDResult:
+    """A Bjøntegaard delta: ``value`` (None when it cannot be computed) and the reason why not."""
+
+    value: float | None
+    reason: str = ""
+
+
+def _pchip_mean(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    from scipy.interpolate import PchipInterpolator
+
+    return float(PchipInterpolator(x, y).integrate(lo, hi)) / (hi - lo)
+
+
+def _delta(ref: tuple, test: tuple, show) -> BDResult:
+    """Mean of y_test(x) - y_ref(x) over the overlap of the x ranges, each y a PCHIP of its x
+    (points sorted by x). ``show`` formats an x for the reason text."""
+    for name, (x, _) in (("reference", ref), ("compared", test)):
+        if len(x) < 2:
+            return BDResult(None, f"the {name} front has {len(x)} point(s), needs 2")
+        if np.any(np.diff(x) <= 0):
+            raise ValueError("BD inputs must be Pareto fronts: x values repeat")
+    lo, hi = max(ref[0][0], test[0][0]), min(ref[0][-1], test[0][-1])
+    if hi <= lo:
+        ranges = " and ".join(f"{show(x[0])}-{show(x[-1])}" for x, _ in (test, ref))
+        return BDResult(None, f"no overlap ({ranges})")
+    return BDResult(_pchip_mean(*test, lo, hi) - _pchip_mean(*ref, lo, hi))
+
+
+def _by(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    return x[order], y[order]
+
+
+def bd_rate(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
+    """BD-rate (%) of the test front against the reference: ln(size) as a PCHIP of the metric on each
+    front's points sorted by metric, mean difference over the overlapping metric range, then
+    (exp(mean) - 1)·100. Negative: the test method needs fewer bytes for the same metric."""
+    r = _delta(_by(ref_metric, np.log(ref_bytes)), _by(test_metric, np.log(test_bytes)), lambda m: f"{100 * m:.2f}%")
+    return r if r.value is None else BDResult(100.0 * math.expm1(r.value))
+
+
+def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
+    """BD-metric (fraction) of the test front against the reference: the metric as a PCHIP of
+    ln(size), mean difference over the overlapping ln(size) range. Positive: the test method scores
+    higher at the same size."""
+    return _delta(_by(np.log(ref_bytes), ref_metric), _by(np.log(test_bytes), test_metric),
+                  lambda s: f"{math.exp(s):.0f} B")
+
+
+def bd_table(front: pd.DataFrame) -> pd.DataFrame:
+    """Every ordered pair of methods of a model: BD-rate (%) and BD-metric (percentage points) of
+    ``method`` against ``reference``, with the reason where one is n/a."""
+    rows = []
+    for model, fm in front.groupby("model", sort=True):
+        methods = sorted(fm["method"].unique())
+        for a in methods:
+            for b in methods:
+                if a == b:
+                    continue
+                fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
+                args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
+                rate, met = bd_rate(*args), bd_metric(*args)
+                rows.append({"model": model, "method": a, "reference": b, "points": len(fa),
+                             "reference_points": len(fb), "bd_rate_percent": rate.value, "bd_rate_note": rate.reason,
+                             "bd_metric_pp": None if met.value is None else 100 * met.value,
+                             "bd_metric_note": met.reason})
+    columns = ["model", "method", "reference", "points", "reference_points", "bd_rate_percent", "bd_rate_note",
+               "bd_metric_pp", "bd_metric_note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ------------------------------------------------------------------ layer profiles
+
+
+def read_layers(run_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The run's ``layers.csv`` artifact (one row per quantized layer; empty when it has none)."""
+    mlflow = tracking._mlflow()
+    uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
+    quiet = patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})  # no progress bars
+    with quiet, tempfile.TemporaryDirectory() as tmp:
+        path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="layers.csv", dst_path=tmp,
+                                                        tracking_uri=uri))
+        return pd.read_csv(path) if path.stat().st_size else pd.DataFrame()
+
+
+def layer_profiles(best: pd.DataFrame, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per-layer rows of the best runs: model, method, run_id, layer (position), then the layers.csv
+    columns name, params, bits, sparsity (fraction), entropy_bits_per_weight and, where logged,
+    relevance_share (fraction of the model's total |relevance|)."""
+    parts = []
+    for _, row in best.iterrows():
+        layers = read_layers(row["run_id"], tracking_uri)
+        if layers.empty:
+            continue
+        keep = [c for c in ("name", "params", "bits", "sparsity", "entropy_bits_per_weight", "relevance_share")
+                if c in layers]
+        head = pd.DataFrame({"model": row["model"], "method": row["method"], "run_id": row["run_id"],
+                             "layer": range(len(layers))})
+        parts.append(pd.concat([head, layers[keep]], axis=1))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+# ------------------------------------------------------------------ plots (Agg, deterministic bytes)
+
+
+def _color(method: str, methods: list[str]) -> str:
+    unknown = [m for m in methods if m not in COLORS]
+    return COLORS.get(method) or EXTRA_COLORS[unknown.index(method) % len(EXTRA_COLORS)]
+
+
+def _figure(nrows: int, ncols: int, width: float, height: float):
+    """A pyplot-free Figure (Agg) and its 2-D array of axes; the default style, not the user's rc."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path: Path) -> Path:
+    """PNG without the Software tag or any time: the same data give the same bytes."""
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def _log_size_axis(ax, metric: str) -> None:
+    """Log x axis of coded bytes with plain labels at 1, 2, 5 x 10^k; grid; axis labels with units."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="coded size (bytes, log scale; k = 1000)", ylabel=f"test {metric} (%)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_rate_accuracy(points: pd.DataFrame, front: pd.DataFrame, metric: str, tolerance: float, path: Path) -> Path:
+    """A column per model: every method's Pareto front (test metric in % vs coded size in bytes, log
+    x) with the FP32 baseline and the tolerance line; the lower row zooms in near FP32."""
+    models, methods = sorted(front["model"].unique()), sorted(front["method"].unique())
+    fig, axes = _figure(2, len(models), 6.0, 4.0)
+    for j, model in enumerate(models):
+        fm, fp = front[front["model"] == model], 100 * points.loc[points["model"] == model, "fp"].mean()
+        for i, ax in enumerate(axes[:, j]):
+            for method in [m for m in methods if m in set(fm["method"])]:
+                f = fm[fm["method"] == method]
+                ax.plot(f["coded_bytes"], 100 * f["metric"], marker="o", ms=4, color=_color(method, methods),
+                        label=method)
+            ax.axhline(fp, color="black", ls="--", lw=1, label=f"FP32 baseline ({fp:.2f}%)")
+            ax.axhline(fp - 100 * tolerance, color="gray", ls=":", lw=1.2, label=f"FP32 - {100 * tolerance:g} pp")
+            _log_size_axis(ax, metric)
+            ax.set_title(f"{model}: Pareto fronts" + (", zoom near FP32" if i else ", full range"))
+            ax.legend(loc="lower right", fontsize="small")
+        low, top = fp - 500 * tolerance, max(fp, 100 * fm["metric"].max()) + 100 * tolerance / 2
+        axes[1, j].set_ylim(low, top)
+        shown = fm.loc[100 * fm["metric"] >= low, "coded_bytes"]
+        if len(shown):
+            axes[1, j].set_xlim(shown.min() / 1.15, shown.max() * 1.15)
+    return _save(fig, path)
+
+
+def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, metric: str, path: Path) -> Path:
+    """A panel per model (rows) and method (columns): every configuration (grey; mean over seeds)
+    and the method's Pareto front (coloured), test metric (%) vs coded size (bytes, log x)."""
+    models, methods = sorted(points["model"].unique()), sorted(points["method"].unique())
+    fig, axes = _figure(len(models), len(methods), 4.2, 3.4)
+    for i, model in enumerate(models):
+        for j, method in enumerate(methods):
+            ax, sel = axes[i][j], (points["model"] == model) & (points["method"] == method)
+            ax.set_title(f"{model} / {method}")
+            if not sel.any():
+                ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="gray")
+                ax.set(xticks=[], yticks=[])
+                continue
+            f = front[(front["model"] == model) & (front["method"] == method)]
+            ax.scatter(points.loc[sel, "coded_bytes"], 100 * points.loc[sel, "metric"], s=14, facecolors="none",
+                       edgecolors="gray", label="configurations")
+            ax.plot(f["coded_bytes"], 100 * f["metric"], marker="o", ms=4, color=_color(method, methods),
+                    label="Pareto front")
+            _log_size_axis(ax, metric)
+            ax.legend(loc="lower right", fontsize="x-small")
+    return _save(fig, path)
+
+
+def plot_profiles(profiles: pd.DataFrame, path: Path) -> Path:
+    """A row per model, a panel per per-layer metric (those logged), a line per method's best run."""
+    columns = [m for m in PROFILE_METRICS if m[0] in profiles and profiles[m[0]].notna().any()]
+    models, methods = sorted(profiles["model"].unique()), sorted(profiles["method"].unique())
+    fig, axes = _figure(len(models), len(columns), 4.6, 3.6)
+    for i, model in enumerate(models):
+        pm = profiles[profiles["model"] == model]
+        names = list(dict.fromkeys(pm["name"]))
+        for ax, (col, label, scale) in zip(axes[i], columns):
+            for method in [m for m in methods if m in set(pm["method"])]:
+                p = pm[(pm["method"] == method) & pm[col].notna()]
+                if p.empty:
+                    continue
+                x = [names.index(n) for n in p["name"]]
+                ax.plot(x, scale * p[col], marker="o", ms=4, color=_color(method, methods), label=method)
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
+            ax.set(title=f"{model}: {label.split(' (')[0]}", xlabel="layer (input to output)", ylabel=label)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ Markdown
+
+
+def _cell(value, fmt: str) -> str:
+    return "n/a" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def bd_matrix(bd: pd.DataFrame, model: str, column: str, fmt: str) -> str:
+    """A Markdown matrix of ``column`` for one model: row = method, column = reference."""
+    sub = bd[bd["model"] == model]
+    methods = sorted(set(sub["method"]) | set(sub["reference"]))
+    rows = []
+    for a in methods:
+        cells = [_cell(sub.loc[(sub["method"] == a) & (sub["reference"] == b), column].iloc[0], fmt)
+                 if a != b else "-" for b in methods]
+        rows.append([f"**{a}**", *cells])
+    return tables.to_markdown(pd.DataFrame(rows, columns=["method \\ reference", *methods]))
+
+
+BD_TEXT = """Bjøntegaard deltas between the methods' Pareto fronts (one point per configuration, mean over its
+seeds). **BD-rate**: the average size change, in %, of the row method against the column method at
+equal test {metric}, over the {metric} range both fronts cover; negative means the row method needs
+fewer bytes. **BD-metric**: the average test-{metric} difference, in percentage points, of the row
+method against the column method at equal coded size, over the log-size range both fronts cover;
+positive means the row method scores higher.
+
+Interpolation: as in the modern VCEG/JVET BD implementations, piecewise cubic Hermite (PCHIP),
+not the cubic polynomial of the original VCEG-M33. For BD-rate, ln(coded bytes) is fitted as a
+function of the metric on each front's points sorted by metric; both curves are integrated over the
+overlap and BD-rate = (exp(mean difference) - 1)·100 %. For BD-metric, the metric is fitted as a
+function of ln(coded bytes) the same way. A front with fewer than 2 points, or fronts whose ranges
+do not overlap, give n/a with the reason below."""
+
+
+def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
+    """bd_rate.md: the definitions, a BD-rate and a BD-metric matrix per model, the n/a reasons."""
+    parts = [f"# {suite}: Bjøntegaard-delta summary\n", BD_TEXT.format(metric=metric)]
+    for model in sorted(bd["model"].unique()):
+        parts += [f"\n## {model}\n", "BD-rate (% coded size, row vs column):\n",
+                  bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+                  "\nBD-metric (percentage points of test " + metric + ", row vs column):\n",
+                  bd_matrix(bd, model, "bd_metric_pp", "+.2f")]
+    notes = [f"- {r.model}: {r.method} vs {r.reference}: " + "; ".join(
+        f"{what} n/a ({why})" for what, why in (("BD-rate", r.bd_rate_note), ("BD-metric", r.bd_metric_note)) if why)
+        for r in bd.itertuples() if r.bd_rate_note or r.bd_metric_note]
+    if bd.empty:
+        parts.append("\nNo model has fronts of two methods: nothing to compare.")
+    if notes:
+        parts += ["\nNot computable:\n", "\n".join(notes)]
+    return "\n".join(parts) + f"\n\n{commits}\n"
+
+
+def commits_line(df: pd.DataFrame, suite: str) -> str:
+    """The command, the number of runs and the code commit(s) (git_commit/git_dirty tags) behind them."""
+    counts = df.groupby([df["git_commit"].fillna("unknown"), df["git_dirty"].fillna("unknown")]).size()
+    commits = ", ".join(f"{c[:10]}{' with uncommitted changes' if d == 'true' else ''} ({n} runs)"
+                        for (c, d), n in sorted(counts.items()))
+    trials = int((df["kind"] == "trial").sum())
+    return (f"Generated by `ecqx-bench tables {suite}` (`make tables SUITE={suite}`) from {len(df)} MLflow runs "
+            f"({len(df) - trials} grid runs, {trials} search trial(s)); code: {commits}.")
+
+
+def best_runs_markdown(best: pd.DataFrame, metric: str) -> str:
+    rows = [{"model": r["model"], "method": r["method"], "selection": r["selection"], "bits": r["bits"],
+             "key params": r["key_params"], f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
+             "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}", "coded bytes": f"{r['coded_bytes']:.0f}",
+             "run": f"`{r['run_id']}`"} for _, r in best.iterrows()]
+    return tables.to_markdown(pd.DataFrame(rows))
+
+
+def profiles_markdown(best: pd.DataFrame, prof: pd.DataFrame, suite: str, metric: str, tol: float, commits: str) -> str:
+    """profiles.md: the selection rule, the best runs and their per-layer numbers."""
+    has_rel = "relevance_share" in prof and prof["relevance_share"].notna().any()
+    parts = [f"# {suite}: per-layer profiles of the best run per method\n",
+             f"Best run = the smallest coded size whose test {metric} is within {100 * tol:g} percentage point(s) "
+             f"of its FP32 baseline, or the best test {metric} when no run of the method is. Per layer: bit width "
+             "b, information content (entropy of the quantized weights, bits/weight), sparsity (% zero weights)"
+             + (" and relevance share (% of the model's total |LRP relevance|, ECQx only)." if has_rel else
+                ". The relevance share is omitted: the runs' layers.csv has no relevance_share column yet."),
+             "\n" + best_runs_markdown(best, metric), "\n![per-layer profiles](profiles.png)\n"]
+    if not prof.empty:
+        cols = {"model": "model", "method": "method", "name": "layer", "params": "weights", "bits": "b",
+                "entropy_bits_per_weight": "bits/weight", "sparsity": "sparsity (%)",
+                "relevance_share": "relevance (%)"}
+        shown = prof.assign(sparsity=100 * prof["sparsity"], entropy_bits_per_weight=prof["entropy_bits_per_weight"])
+        if has_rel:
+            shown = shown.assign(relevance_share=100 * shown["relevance_share"])
+        shown = shown[[c for c in cols if c in shown and (c != "relevance_share" or has_rel)]].rename(columns=cols)
+        parts.append(tables.to_markdown(shown.round(3).astype(object).where(shown.notna(), "-")))
+    return "\n".join(parts) + f"\n\n{commits}\n"
+
+
+def report_markdown(suite: SuiteConfig, scope: str, metric: str, bd: pd.DataFrame, best: pd.DataFrame,
+                    files: set[str], commits: str) -> str:
+    """report.md: what was measured, links to every table and figure, the BD matrices, the best runs."""
+    tol = f"{100 * suite.tolerance:g}"
+    parts = [f"# {suite.name}: compression benchmark report\n", f"{suite.description}\n" if suite.description else "",
+             f"Runs: {scope} Task metric: test {metric} (%), of the epoch selected on the validation split. "
+             "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model (bytes). "
+             f"Tolerance: {tol} percentage point(s) (absolute) below the FP32 baseline.\n",
+             "Files: " + ", ".join(f"[{f}]({f})" for f in sorted(files)) + "\n"]
+    if "table.md" in files:
+        parts.append("## Summary table\n\nMean ± std over seeds per model, method, bit width and setting: "
+                     "[table.md](table.md) ([CSV](table.csv)).\n")
+    parts += ["## Rate–accuracy fronts\n", f"Pareto front of every method (coded size vs test {metric}; one point "
+              "per configuration, mean over its seeds; search trials included), with the FP32 baseline and the "
+              f"tolerance line. Points: [fronts.csv](fronts.csv).\n\n![rate-accuracy fronts](rate_accuracy.png)\n",
+              "## Pareto front per method\n", "Grey: every configuration; coloured: its Pareto front.\n\n"
+              "![Pareto front per method](pareto.png)\n", "## Bjøntegaard deltas\n",
+              "Row method vs column method, PCHIP interpolation; definitions and n/a reasons in "
+              "[bd_rate.md](bd_rate.md) ([CSV](bd_rate.csv)).\n"]
+    for model in sorted(bd["model"].unique()):
+        parts += [f"### {model}: BD-rate (% coded size)\n", bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+                  f"\n### {model}: BD-metric (percentage points of test {metric})\n",
+                  bd_matrix(bd, model, "bd_metric_pp", "+.2f") + "\n"]
+    parts += ["## Best run per method and per-layer profiles\n", f"Smallest coded size within {tol} pp of FP32 "
+              f"(else the best {metric}); per-layer numbers in [profiles.md](profiles.md) "
+              "([CSV](profiles.csv)).\n", best_runs_markdown(best, metric)]
+    if "profiles.png" in files:
+        parts.append("\n![per-layer profiles of the best runs](profiles.png)")
+    return "\n".join(p for p in parts if p) + f"\n\n{commits}\n"
+
+
+def _csv(df: pd.DataFrame, path: Path) -> Path:
+    df.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | None = None) -> list[Path]:
+    """Write every report of ``suite`` (a name or a suite YAML path) from MLflow under
+    ``results/<suite>/`` (or ``out_dir``); returns the files written (empty without verified runs)."""
+    import matplotlib.style
+
+    cfg = load_suite(suite)
+    runs = load_suite_runs(cfg.name, tracking_uri)
+    if runs.empty:
+        return []
+    out = out_dir or RESULTS_DIR / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    used, scope = report_runs(runs, cfg)
+    metric, commits = used["metric"].iloc[0], commits_line(used, suite)
+    points = configuration_points(used, metric)
+    front = fronts(points)
+    bd, best = bd_table(front), best_runs(used, metric, cfg.tolerance)
+    prof = layer_profiles(best, tracking_uri)
+    table = tables.write_tables(cfg.name, tracking_uri, out)
+    paths = [table, table.with_suffix(".csv")] if table else []
+    paths += [_csv(front.rename(columns={"metric": f"test_{metric}", "fp": f"fp_test_{metric}"}), out / "fronts.csv"),
+              _csv(bd, out / "bd_rate.csv"), _csv(prof, out / "profiles.csv")]
+    with matplotlib.style.context("default"):
+        paths += [plot_rate_accuracy(points, front, metric, cfg.tolerance, out / "rate_accuracy.png"),
+                  plot_pareto(points, front, metric, out / "pareto.png")]
+        if not prof.empty:
+            paths.append(plot_profiles(prof, out / "profiles.png"))
+    (out / "bd_rate.md").write_text(bd_markdown(bd, cfg.name, metric, commits))
+    (out / "profiles.md").write_text(profiles_markdown(best, prof, cfg.name, metric, cfg.tolerance, commits))
+    paths += [out / "bd_rate.md", out / "profiles.md"]
+    files = {p.name for p in paths}
+    (out / "report.md").write_text(report_markdown(cfg, scope, metric, bd, best, files, commits))
+    return [*paths, out / "report.md"]
