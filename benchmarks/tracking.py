@@ -31,11 +31,21 @@ def _mlflow():
     return mlflow
 
 
+def db_url(url: str | None) -> str | None:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when only psycopg2 is installed (SQLAlchemy
+    2.1 defaults to psycopg 3); other URLs unchanged."""
+    import importlib.util
+
+    if url and url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def setup(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id (created with an explicit artifact
-    location under ``runs/artifacts`` for local stores)."""
+    location under ``runs/artifacts`` for local stores; safe when several processes race)."""
     mlflow = _mlflow()
-    uri = tracking_uri or DEFAULT_TRACKING_URI
+    uri = db_url(tracking_uri or DEFAULT_TRACKING_URI)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -45,7 +55,13 @@ def setup(tracking_uri: str | None, experiment: str) -> str:
     location = None
     if not uri.startswith(("http://", "https://")):
         location = (RUNS_DIR / "artifacts").resolve().as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # another process created it first
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def experiment_name(suite: str) -> str:
@@ -96,8 +112,8 @@ def find_runs(experiment_id: str, key: str, status: str | None = None):
 
 def finished_record(experiment_id: str, key: str) -> dict[str, Any] | None:
     """The JSON record of a FINISHED run with this key, or None."""
-    runs = find_runs(experiment_id, key, "FINISHED")
-    if not runs:
+    runs = [r for r in find_runs(experiment_id, key, "FINISHED") if "mlflow.parentRunId" not in r.data.tags]
+    if not runs:  # search trials (nested runs) never stand in for a grid run
         return None
     mlflow = _mlflow()
     path = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path=RESULT_ARTIFACT)
