@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= digits
 DATA   ?=
 ARGS   ?=
+WORKERS ?= 2
 
 .PHONY: venv test test-slow lint format bench tables ablation ui perf leaderboard clean-runs
 
@@ -37,7 +38,7 @@ format: venv
 	$(PY) -m ruff check --fix ecqx baselines benchmarks tests
 
 bench: venv
-	$(PY) -m benchmarks.cli suite $(SUITE) $(if $(DATA),--data-dir $(DATA)) $(ARGS)
+	$(PY) -m benchmarks.cli suite $(SUITE) --workers $(WORKERS) $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 tables: venv
 	$(PY) -m benchmarks.cli tables $(SUITE)

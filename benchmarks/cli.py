@@ -6,7 +6,6 @@ import argparse
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     _common(r)
     s = sub.add_parser("suite", help="run a suite's whole grid (resumes: finished runs are skipped)")
     s.add_argument("suite")
+    s.add_argument("--workers", type=int, default=1, help="parallel worker processes (one MLflow store)")
     _common(s)
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
@@ -127,28 +127,24 @@ def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any], q
 
 
 def cmd_suite(args) -> int:
-    from benchmarks.tracking import tracked_run
+    from benchmarks.suite import run_grid, summary_line, timed
 
     suite = load_suite(args.suite)
     base, over = suite_base(suite, args.quick, args.overrides)
     cfgs = suite_grid(suite, base, over, quick=args.quick)
-    print(f"suite {suite.name}: {len(cfgs)} runs" + (" (quick: first model, seed and setting per method)" if args.quick else ""))
-    start, done, skipped = time.perf_counter(), 0, 0
-    for i, cfg in enumerate(cfgs, 1):
-        print(f"[{i}/{len(cfgs)}] {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
-        record = tracked_run(cfg, data_dir=args.data_dir, tracking_uri=args.tracking_uri, log=_quiet_epochs)
-        skipped += bool(record.get("skipped"))
-        done += 1
+    quick = " (quick: first model, seed and setting per method)" if args.quick else ""
+    print(f"suite {suite.name}: {len(cfgs)} runs with {args.workers} worker(s){quick}", flush=True)
+
+    def report(done: int, total: int, cfg, record) -> None:
+        if args.workers > 1:
+            print(f"[{done}/{total}] done: {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
         if not record.get("skipped"):
             _print_record(record)
-    minutes = (time.perf_counter() - start) / 60
-    print(f"suite {suite.name}: {done} runs ({done - skipped} run now, {skipped} finished before) in {minutes:.1f} min")
+
+    records, seconds = timed(lambda: run_grid(cfgs, workers=args.workers, data_dir=args.data_dir,
+                                              tracking_uri=args.tracking_uri, report=report))
+    print(summary_line(suite.name, records, seconds))
     return _print_tables(args.suite, args.tracking_uri)
-
-
-def _quiet_epochs(line: str) -> None:
-    """Progress per run and per epoch, one short line each."""
-    print(line, flush=True)
 
 
 def _print_tables(suite: str, tracking_uri: str | None) -> int:

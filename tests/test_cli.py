@@ -131,3 +131,15 @@ def test_decode_rebuilds_the_model_from_run_id_or_file(workdir, capsys):
     assert cli.main(["decode", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "ecqx-bench: error:" in err and "CRC32" in err
+
+
+def test_suite_with_two_workers_pretrains_once_per_group(workdir, capsys):
+    suite = workdir / "two.yaml"
+    suite.write_text(
+        "name: two\nbase: {data: {name: digits}, pretrain: {epochs: 2}, train: {epochs: 1}}\nmodels: [mlp]\n"
+        "seeds: [0]\nmethods:\n  ecq: [{bits: [2, 3]}]\n  uniform_qat: [{bits: 4}]\n"
+    )
+    assert cli.main(["suite", str(suite), "--workers", "2", "--tracking-uri", store(workdir)]) == 0
+    assert "3 runs (3 run now, 0 finished before)" in capsys.readouterr().out
+    assert runs_by_status(workdir, "two") == {"FINISHED": 3}
+    assert len(list((workdir / "runs/cache/checkpoints").glob("*.pt"))) == 1
