@@ -30,10 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks import config as C
 from benchmarks.config import ConfigError
+from benchmarks.search_space import _nest, _path, _paths, _probe, load_space, suggest
 from benchmarks.tracking import RUNS_DIR, db_url
 
 DEFAULT_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
-SEARCH_DIR = C.CONFIG_DIR / "searches"
 DIRECTIONS = ("maximize", "minimize")  # (validation metric, coded bytes)
 DONE = (TrialState.COMPLETE, TrialState.FAIL)
 HEARTBEAT_S = 20  # seconds between heartbeats of a running trial
@@ -43,55 +43,6 @@ NO_ERROR = "no error recorded: its worker stopped (killed?)"  # a FAIL trial fai
 PARENT_ATTR, SETUP_ATTR = "mlflow_parent_run_id", "setup"  # study user attrs
 ATTRS = ("mlflow_run_id", "run_key", "metric", "val_metric", "test_metric", "coded_bytes", "size_source", "sparsity",
          "bits", "compression_ratio")  # trial user attrs (metrics are fractions, sizes bytes)
-
-# --- search spaces ---
-
-
-def parse_param(key: str, spec: Any, where: str) -> optuna.distributions.BaseDistribution:
-    """``{type: float|int, low: .., high: .., log: true}`` or ``{type: categorical, choices: [..]}``
-    -> the Optuna distribution; errors name the file and key. ``key``: a method param (``Lambda``)
-    or a dotted RunConfig field (``train.lr``)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    kinds = {"float": FloatDistribution, "int": IntDistribution, "categorical": CategoricalDistribution}
-    if not isinstance(spec, dict) or spec.get("type") not in kinds:
-        raise ConfigError(f"{where}: {key}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
-    args = {k: v for k, v in spec.items() if k != "type"}
-    try:
-        if any(isinstance(v, str | bool) for k, v in args.items() if k in ("low", "high")):
-            raise ValueError(f"low and high must be numbers, got {args.get('low')!r}, {args.get('high')!r}")
-        return kinds[spec["type"]](**args)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {key}: {e}") from None
-
-
-def suggest(trial: optuna.Trial, key: str, dist: optuna.distributions.BaseDistribution) -> Any:
-    """The trial's value of ``key`` (through the public ``suggest_*`` API)."""
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return trial.suggest_categorical(key, list(dist.choices))
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return trial.suggest_int(key, dist.low, dist.high, log=dist.log, step=dist.step)
-    return trial.suggest_float(key, dist.low, dist.high, log=dist.log, step=dist.step)
-
-
-def _probe(dist: optuna.distributions.BaseDistribution) -> Any:
-    """A value inside the space (to validate the config before the study starts)."""
-    return dist.choices[0] if isinstance(dist, optuna.distributions.CategoricalDistribution) else dist.low
-
-
-def load_space(method: str, suite: str, path: Path | None = None) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The search space of ``method`` (``configs/searches/<method>.yaml`` or ``path``), with the
-    entries of its ``suites: {<suite>: ...}`` section replacing the defaults."""
-    path = path or SEARCH_DIR / f"{method}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in SEARCH_DIR.glob("*.yaml")))
-        raise ConfigError(f"no search space for method {method!r} ({path}); known: {known}")
-    data = C.load_yaml(path)
-    if unknown := sorted(set(data) - {"space", "suites"}):
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: space, suites")
-    entries = dict(data.get("space") or {}, **(data.get("suites") or {}).get(suite, {}))
-    return {k: parse_param(k, v, str(path)) for k, v in entries.items()}
-
 
 # --- the search as given (picklable, for worker processes) and as resolved ---
 
@@ -127,29 +78,6 @@ class Setup:
     def config(self, method: str, values: dict[str, Any]) -> C.RunConfig:
         """The RunConfig of one trial from its sampled ``values`` (space key -> value)."""
         return C.make_run_config(self.base, method, {}, C.deep_merge(_nest(values), self.fixed))
-
-
-def _path(key: str) -> str:
-    """A space key as a RunConfig path: ``Lambda`` -> ``params.Lambda``, ``train.lr`` unchanged."""
-    return key if "." in key else f"params.{key}"
-
-
-def _nest(values: dict[str, Any]) -> dict[str, Any]:
-    """``{"Lambda": 0.5, "train.lr": 0.01}`` -> ``{"params": {"Lambda": 0.5}, "train": {"lr": 0.01}}``."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, last = _path(key).split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
-
-
-def _paths(d: dict[str, Any], prefix: str = "") -> set[str]:
-    """The dotted paths of the leaves of a nested dict."""
-    return set().union(*[_paths(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}"}
-                         for k, v in d.items()])
 
 
 def resolve(spec: SearchSpec) -> Setup:

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks import cli, runner, search
+from benchmarks import cli, runner, search, search_space
 from benchmarks.config import ConfigError
 
 STUDY = "digits/uniform_qat/quick"
@@ -211,11 +211,11 @@ def test_a_trial_beyond_the_budget_is_pruned_before_it_runs():
 
 
 def test_sampler_is_reproducible_and_workers_differ():
-    space = search.load_space("ecqx", "digits")
+    space = search_space.load_space("ecqx", "digits")
 
     def params(seed: int, n: int = 12) -> list[dict]:
         study = optuna.create_study(directions=search.DIRECTIONS, sampler=search.TrialSeededSampler(seed, 4))
-        study.optimize(lambda t: (sum(float(search.suggest(t, k, d)) for k, d in space.items()), t.params["bits"]),
+        study.optimize(lambda t: (sum(float(search_space.suggest(t, k, d)) for k, d in space.items()), t.params["bits"]),
                        n_trials=n)
         return [t.params for t in study.trials]
 
@@ -226,14 +226,14 @@ def test_sampler_is_reproducible_and_workers_differ():
 
 def test_every_method_has_a_valid_space_and_bad_input_is_one_line(workdir, capsys):
     for method in ("ecqx", "ecq", "uniform_qat", "magnitude"):
-        space = search.load_space(method, "digits")
+        space = search_space.load_space(method, "digits")
         assert "train.lr" in space and "bits" in space
         assert search.resolve(search.SearchSpec("digits", method, 1)).space.keys() == space.keys()
     fixed = search.resolve(search.SearchSpec("digits", "ecqx", 1, overrides=["params.bits=4", "train.lr=0.01"]))
     assert "bits" not in fixed.space and "train.lr" not in fixed.space
     assert fixed.config("ecqx", {"Lambda": 0.5}).params["bits"] == 4
     with pytest.raises(ConfigError, match="Lambda: `low <= high` must hold"):
-        search.parse_param("Lambda", {"type": "float", "low": 2.0, "high": 1.0}, "x.yaml")
+        search_space.parse_param("Lambda", {"type": "float", "low": 2.0, "high": 1.0}, "x.yaml")
     bad = workdir / "bad.yaml"
     bad.write_text("space:\n  params.nope: {type: float, low: 0.1, high: 1.0}\n")
     assert cli.main([*ARGS, "--trials", "2", "--space", str(bad), *stores(workdir)]) == 2
