@@ -141,6 +141,9 @@ def cmd_suite(args) -> int:
         if not record.get("skipped"):
             _print_record(record)
 
+    from benchmarks.tracking import experiment_name, setup
+
+    setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
     records, seconds = timed(lambda: run_grid(cfgs, workers=args.workers, data_dir=args.data_dir,
                                               tracking_uri=args.tracking_uri, report=report))
     print(summary_line(suite.name, records, seconds))
