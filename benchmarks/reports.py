@@ -124,10 +124,15 @@ def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
                   lambda s: f"{math.exp(s):.0f} B")
 
 
+BD_RANGE = 0.05  # Bjøntegaard deltas use front points within this (absolute) metric drop of FP
+
+
 def bd_table(front: pd.DataFrame) -> pd.DataFrame:
     """Every ordered pair of methods of a model: BD-rate (%) and BD-metric (percentage points) of
-    ``method`` against ``reference``, with the reason where one is n/a."""
+    ``method`` against ``reference``, with the reason where one is n/a. Only front points within
+    ``BD_RANGE`` of the FP metric count (the operating range; collapsed models would dominate)."""
     rows = []
+    front = front[front["metric"] >= front["fp"] - BD_RANGE]
     for model, fm in front.groupby("model", sort=True):
         methods = sorted(fm["method"].unique())
         for a in methods:
@@ -301,7 +306,8 @@ def bd_matrix(bd: pd.DataFrame, model: str, column: str, fmt: str) -> str:
 
 
 BD_TEXT = """Bjøntegaard deltas between the methods' Pareto fronts (one point per configuration, mean over its
-seeds). **BD-rate**: the average size change, in %, of the row method against the column method at
+seeds), restricted to the operating range: points within {range_pp:g} percentage points of the FP32 test
+{metric} (collapsed models would otherwise dominate the averages). **BD-rate**: the average size change, in %, of the row method against the column method at
 equal test {metric}, over the {metric} range both fronts cover; negative means the row method needs
 fewer bytes. **BD-metric**: the average test-{metric} difference, in percentage points, of the row
 method against the column method at equal coded size, over the log-size range both fronts cover;
@@ -317,7 +323,7 @@ do not overlap, give n/a with the reason below."""
 
 def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
     """bd_rate.md: the definitions, a BD-rate and a BD-metric matrix per model, the n/a reasons."""
-    parts = [f"# {suite}: Bjøntegaard-delta summary\n", BD_TEXT.format(metric=metric)]
+    parts = [f"# {suite}: Bjøntegaard-delta summary\n", BD_TEXT.format(metric=metric, range_pp=100 * BD_RANGE)]
     for model in sorted(bd["model"].unique()):
         parts += [f"\n## {model}\n", "BD-rate (% coded size, row vs column):\n",
                   bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
