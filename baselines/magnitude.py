@@ -95,7 +95,7 @@ class MagnitudePruning(GridMethod):
 
     def current_values(self, name: str) -> Tensor:
         if self.config.bits is None:
-            return self.latent[name] * self.masks[name]
+            return torch.where(self.masks[name], self.latent[name], 0.0)  # +0.0, never -0.0
         return super().current_values(name)
 
     def _update_masks(self) -> None:

@@ -160,3 +160,13 @@ def test_library_does_not_import_experiment_packages():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pruned_weights_are_positive_zero():
+    """-0.0 would be a distinct value to the coder (a 'survivor' costing 32 bits)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30))
+    method = METHODS.get("magnitude")(build_config(METHODS.get("magnitude").Config, {"target_sparsity": 0.5}))
+    method.prepare(model, total_steps=0)
+    w = model[0].weight.detach()
+    assert (w == 0).float().mean() == 0.5 and not torch.signbit(w[w == 0]).any()
