@@ -43,6 +43,9 @@ bench: venv
 tables: venv
 	$(PY) -m benchmarks.cli tables $(SUITE)
 
+perf: venv
+	$(PY) -m benchmarks.perf
+
 leaderboard: venv
 	$(PY) -m benchmarks.cli leaderboard
 

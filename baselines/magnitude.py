@@ -105,7 +105,9 @@ class MagnitudePruning(GridMethod):
         if not due or (self.masks and target <= self.sparsity):
             return
         # already-pruned weights score -1 so masks only ever grow
-        scores = {n: torch.where(self.masks[n], w.abs(), -1.0) if self.masks else w.abs() for n, w in self.latent.items()}
+        scores = {
+            n: torch.where(self.masks[n], w.abs(), -1.0) if self.masks else w.abs() for n, w in self.latent.items()
+        }
         self.masks = prune_masks(scores, target, cfg.scope)
         self.sparsity = target
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ecqx.assignment import nearest_indices
@@ -44,4 +45,4 @@ class UniformQAT(GridMethod):
 
     def assign_all(self, model: nn.Module, batch) -> None:
         for name, latent in self.latent.items():
-            self.indices[name] = self.compact(nearest_indices(latent, self.centroids[name]))
+            self.indices[name] = self.compact(nearest_indices(latent, self.centroids[name], dtype=torch.uint8))

@@ -94,10 +94,12 @@ def cmd_run(args) -> int:
 def _print_record(r: dict[str, Any]) -> None:
     metric = "accuracy" if "test_accuracy" in r else "map"
     ratio = r.get("compression_ratio", r.get("compression_ratio_entropy"))
-    print(f"{r['model']} {r['method']} b={r['bits']} seed={r['seed']}: test {metric} {100 * r[f'test_{metric}']:.2f}% "
-          f"(FP {100 * r[f'fp_test_{metric}']:.2f}%), sparsity {100 * r['sparsity']:.1f}%, "
-          f"{r['entropy_bits_per_weight']:.3f} bits/weight, {r.get('coded_bytes', r['entropy_bound_bytes']):.0f} bytes, "
-          f"ratio {ratio:.1f}x, round trip {'ok' if r.get('roundtrip_ok') else 'NOT ok'}")
+    print(
+        f"{r['model']} {r['method']} b={r['bits']} seed={r['seed']}: test {metric} {100 * r[f'test_{metric}']:.2f}% "
+        f"(FP {100 * r[f'fp_test_{metric}']:.2f}%), sparsity {100 * r['sparsity']:.1f}%, "
+        f"{r['entropy_bits_per_weight']:.3f} bits/weight, {r.get('coded_bytes', r['entropy_bound_bytes']):.0f} bytes, "
+        f"ratio {ratio:.1f}x, round trip {'ok' if r.get('roundtrip_ok') else 'NOT ok'}"
+    )
 
 
 def expand(variant: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,8 +146,11 @@ def cmd_suite(args) -> int:
     from benchmarks.tracking import experiment_name, setup
 
     setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
-    records, seconds = timed(lambda: run_grid(cfgs, workers=args.workers, data_dir=args.data_dir,
-                                              tracking_uri=args.tracking_uri, report=report))
+    records, seconds = timed(
+        lambda: run_grid(
+            cfgs, workers=args.workers, data_dir=args.data_dir, tracking_uri=args.tracking_uri, report=report
+        )
+    )
     print(summary_line(suite.name, records, seconds))
     return _print_tables(args.suite, args.tracking_uri)
 
@@ -171,8 +176,9 @@ def cmd_tables(args) -> int:
 def cmd_decode(args) -> int:
     from benchmarks.decode import decode_and_evaluate
 
-    result = decode_and_evaluate(args.source, config_path=args.config, data_dir=args.data_dir,
-                                 tracking_uri=args.tracking_uri)
+    result = decode_and_evaluate(
+        args.source, config_path=args.config, data_dir=args.data_dir, tracking_uri=args.tracking_uri
+    )
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
@@ -180,8 +186,13 @@ def cmd_decode(args) -> int:
 def cmd_ablation(args) -> int:
     from benchmarks.ablation import run_ablation
 
-    path = run_ablation(args.name, quick=args.quick, overrides=parse_overrides(args.overrides),
-                        data_dir=args.data_dir, tracking_uri=args.tracking_uri)
+    path = run_ablation(
+        args.name,
+        quick=args.quick,
+        overrides=parse_overrides(args.overrides),
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+    )
     print(path.read_text())
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
@@ -202,8 +213,15 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-COMMANDS = {"leaderboard": cmd_leaderboard, "run": cmd_run, "suite": cmd_suite, "tables": cmd_tables, "decode": cmd_decode, "ablation": cmd_ablation,
-            "search": cmd_search}
+COMMANDS = {
+    "leaderboard": cmd_leaderboard,
+    "run": cmd_run,
+    "suite": cmd_suite,
+    "tables": cmd_tables,
+    "decode": cmd_decode,
+    "ablation": cmd_ablation,
+    "search": cmd_search,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,14 @@ def _from_run(run_id: str, tracking_uri: str | None) -> tuple[Path, Path]:
     return bitstream, config
 
 
-def decode_and_evaluate(source: str, *, config_path: Path | None = None, data_dir: Path | None = None,
-                        tracking_uri: str | None = None, cache_dir: Path = Path("runs/cache")) -> dict[str, Any]:
+def decode_and_evaluate(
+    source: str,
+    *,
+    config_path: Path | None = None,
+    data_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    cache_dir: Path = Path("runs/cache"),
+) -> dict[str, Any]:
     """Decode ``source`` (a .ecqx file, or an MLflow run id) and evaluate the rebuilt model on the
     test split of the run's data set. Returns sizes (bytes), metrics and the test metric."""
     from ecqx.coding import decode
@@ -50,6 +56,14 @@ def decode_and_evaluate(source: str, *, config_path: Path | None = None, data_di
     model.load_state_dict(qm.state_dict())
     metric = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
     m = model_metrics(qm)
-    return {"source": source, "coded_bytes": len(data_bytes), "fp32_bytes": m.fp32_bytes,
-            "compression_ratio": m.fp32_bytes / len(data_bytes), "sparsity": m.sparsity,
-            f"test_{data.task_metric}": metric, "model": cfg.model.name, "method": cfg.method, "suite": cfg.suite}
+    return {
+        "source": source,
+        "coded_bytes": len(data_bytes),
+        "fp32_bytes": m.fp32_bytes,
+        "compression_ratio": m.fp32_bytes / len(data_bytes),
+        "sparsity": m.sparsity,
+        f"test_{data.task_metric}": metric,
+        "model": cfg.model.name,
+        "method": cfg.method,
+        "suite": cfg.suite,
+    }

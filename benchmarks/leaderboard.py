@@ -124,8 +124,6 @@ def within_tolerance(df: pd.DataFrame, metric: str, tolerance: float) -> pd.Seri
     return df[f"test_{metric}"] >= df[f"fp_test_{metric}"] - tolerance - EPS
 
 
-
-
 # ------------------------------------------------------------------ ranking
 
 
@@ -206,12 +204,24 @@ def board(entries: pd.DataFrame, metric: str, suite: str) -> str:
     """A Markdown table of ranked entries (metric in %, sizes in bytes)."""
     if entries.empty:
         return "No run qualifies yet."
-    rows = [{"rank": r["rank"], "method": r["method"], "model": r["model"], "bits": r["bits"],
-             "key params": r["key_params"], f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
-             "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}", "coded bytes": f"{r['coded_bytes']:.0f}",
-             "ratio": f"{r['compression_ratio']:.1f}x", "date": pd.Timestamp(r["start_time"]).strftime("%Y-%m-%d"),
-             "MLflow run": f"`{r['run_id']}`", "commit": _commit(r), "reproduce": f"`{reproduce_command(r, suite)}`"}
-            for _, r in entries.iterrows()]
+    rows = [
+        {
+            "rank": r["rank"],
+            "method": r["method"],
+            "model": r["model"],
+            "bits": r["bits"],
+            "key params": r["key_params"],
+            f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
+            "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}",
+            "coded bytes": f"{r['coded_bytes']:.0f}",
+            "ratio": f"{r['compression_ratio']:.1f}x",
+            "date": pd.Timestamp(r["start_time"]).strftime("%Y-%m-%d"),
+            "MLflow run": f"`{r['run_id']}`",
+            "commit": _commit(r),
+            "reproduce": f"`{reproduce_command(r, suite)}`",
+        }
+        for _, r in entries.iterrows()
+    ]
     return tables.to_markdown(pd.DataFrame(rows))
 
 
@@ -230,13 +240,19 @@ def suite_section(suite: str, tracking_uri: str | None = None) -> str | None:
     closed, data = df[matches_suite(df, cfg)], df[matches_suite(df, cfg, DATA_KEYS)]
     bar = suite_fp_bar(df, cfg, metric)
     bar_text = f"{100 * bar:.2f}%" if bar is not None else "none (no closed runs): each run's own FP32 only"
-    return "\n".join([
-        f"## {cfg.name}: test {metric}, tolerance {100 * tol:g} pp\n",
-        f"{cfg.description}. {len(df)} verified runs ({int((df['kind'] == 'trial').sum())} search trials); "
-        f"models {', '.join(cfg.models)}; epochs pretrain/train as in `benchmarks/configs/suites/{cfg.name}.yaml`.\n",
-        f"### Closed division ({len(closed)} runs)\n", board(ranked(closed, metric, tol), metric, suite),
-        f"\n### Open division ({len(data)} runs; FP32 bar {bar_text})\n",
-        board(ranked(data, metric, tol, bar), metric, suite), ""])
+    return "\n".join(
+        [
+            f"## {cfg.name}: test {metric}, tolerance {100 * tol:g} pp\n",
+            f"{cfg.description}. {len(df)} verified runs ({int((df['kind'] == 'trial').sum())} search trials); "
+            f"models {', '.join(cfg.models)}; epochs pretrain/train as in "
+            f"`benchmarks/configs/suites/{cfg.name}.yaml`.\n",
+            f"### Closed division ({len(closed)} runs)\n",
+            board(ranked(closed, metric, tol), metric, suite),
+            f"\n### Open division ({len(data)} runs; FP32 bar {bar_text})\n",
+            board(ranked(data, metric, tol, bar), metric, suite),
+            "",
+        ]
+    )
 
 
 RULES = """# Leaderboard
@@ -263,8 +279,9 @@ Rules:
 """
 
 
-def write_leaderboard(tracking_uri: str | None = None, path: Path = LEADERBOARD,
-                      suites: list[str] | None = None) -> Path:
+def write_leaderboard(
+    tracking_uri: str | None = None, path: Path = LEADERBOARD, suites: list[str] | None = None
+) -> Path:
     """Write the leaderboard of ``suites`` (default: every suite config) that have verified runs."""
     sections = [s for s in (suite_section(name, tracking_uri) for name in suites or suite_names()) if s]
     text = RULES.format(top=TOP) + "\n" + ("\n".join(sections) if sections else "No suite has verified runs yet.\n")

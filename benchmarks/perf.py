@@ -1,9 +1,11 @@
 """``make perf``: speed and memory of the compression hot paths, in one process and one run.
 
-    python -m benchmarks.perf [--device cpu,cuda] [--models vgg16_cifar,mlp_gsc] [--quick]
+    python -m benchmarks.perf [--device cpu,cuda] [--models vgg16_cifar,mlp_gsc] [--threads N] [--quick]
 
-Three measurements per device (CPU always, CUDA when present), each after warm-up, as medians of
-repeated runs:
+Models from ``benchmarks.models`` (He-initialised weights, random data of the paper's shapes:
+VGG16-CIFAR at batch 64 on 3x32x32, MLP_GSC at batch 256 on 490 features), SGD with momentum 0.9,
+4-bit methods. Three measurements per device (CPU always, CUDA when present), each after warm-up,
+as medians of repeated runs:
 
 1. assignment: ``method.assign_all`` (every layer: histogram, λ, costs, β, indices) for ECQ and
    ECQx (relevances from one real LRP pass on a random batch) at 2 and 4 bit; seconds and weights/s.
@@ -18,7 +20,9 @@ repeated runs:
    ``torch.cuda.max_memory_allocated`` over the steps minus the allocation before the model exists.
    Both include what a method keeps (latent copies, indices, relevances) and its transients.
 
-Writes ``results/perf/perf.json`` and ``results/perf/perf.md`` (with the command and git commit).
+Writes ``results/perf/perf.json`` and ``results/perf/perf.md`` (with the command, git commit, thread
+count and the load average at start and end: other processes on the machine slow multi-threaded
+CPU kernels a lot, so compare ratios from the same run only).
 """
 
 from __future__ import annotations
@@ -85,7 +89,9 @@ def build_model(name: str, device: str, seed: int = 0) -> nn.Module:
 def random_batch(name: str, device: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     classes, shape, batch = MODEL_SPECS[name]
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, *shape, generator=g).to(device), torch.randint(0, classes, (batch,), generator=g).to(device)
+    return torch.randn(batch, *shape, generator=g).to(device), torch.randint(0, classes, (batch,), generator=g).to(
+        device
+    )
 
 
 def make_method(method: str | None, values: dict):
@@ -127,20 +133,30 @@ def timed(fn: Callable[[], None], device: str, n: int = 1) -> float:
 
 # -- 1. assignment ---------------------------------------------------------------------------
 def bench_assignment(model_name: str, device: str, bits: int, repeats: int) -> list[dict]:
-    model = build_model(model_name, device)
     batch = random_batch(model_name, device)
     rows = []
     for label, relevance in (("ecq", False), ("ecqx", True)):
+        model = build_model(model_name, device)  # fresh He-initialised weights for each method
         method = make_method("ecqx", {"bits": bits, "relevance": relevance})
         method.prepare(model)  # includes a first assignment (warm-up)
         if relevance:
             method.update_relevance(model, batch)  # real LRP relevances of the quantized model
         method.assign_all(model, None)  # second warm-up, with relevance
-        times = [timed(lambda m=method: m.assign_all(model, None), device) for _ in range(repeats)]
+        times = [timed(lambda m=method, x=model: m.assign_all(x, None), device) for _ in range(repeats)]
         n = sum(w.numel() for w in method.latent.values())
         sec = statistics.median(times)
-        rows.append({"model": model_name, "device": device, "bits": bits, "method": label, "weights": n,
-                     "seconds": sec, "weights_per_second": n / sec, "times": times})
+        rows.append(
+            {
+                "model": model_name,
+                "device": device,
+                "bits": bits,
+                "method": label,
+                "weights": n,
+                "seconds": sec,
+                "weights_per_second": n / sec,
+                "times": times,
+            }
+        )
         log(f"assign {model_name} {device} {bits}-bit {label}: {sec:.3f} s ({n / sec / 1e6:.1f} M weights/s)")
     return rows
 
@@ -156,11 +172,22 @@ def bench_steps(model_name: str, device: str, rounds: int, block: int) -> list[d
     for r in range(rounds):
         for label, step in steppers.items():
             samples[label].append(timed(step, device, 8 if label == "ecqx_k8" else block))
-        log(f"steps {model_name} {device} round {r + 1}/{rounds}: "
-            + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in samples.items()))
+        log(
+            f"steps {model_name} {device} round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in samples.items())
+        )
     fp = statistics.median(samples["fp"])
-    return [{"model": model_name, "device": device, "method": label, "seconds": statistics.median(v),
-             "ratio_to_fp": statistics.median(v) / fp, "times": v} for label, v in samples.items()]
+    return [
+        {
+            "model": model_name,
+            "device": device,
+            "method": label,
+            "seconds": statistics.median(v),
+            "ratio_to_fp": statistics.median(v) / fp,
+            "times": v,
+        }
+        for label, v in samples.items()
+    ]
 
 
 # -- 3. memory -------------------------------------------------------------------------------
@@ -197,7 +224,18 @@ def bench_memory(model_name: str, device: str, labels: list[str]) -> list[dict]:
     rows = []
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     for label in labels:
-        cmd = [sys.executable, "-m", "benchmarks.perf", "--memory-probe", model_name, label, "--device", device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.perf",
+            "--memory-probe",
+            model_name,
+            label,
+            "--device",
+            device,
+            "--threads",
+            str(torch.get_num_threads()),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         log(f"memory {model_name} {device} {label}: {rows[-1]['peak_bytes'] / 2**20:.0f} MiB")
@@ -211,8 +249,9 @@ def bench_memory(model_name: str, device: str, labels: list[str]) -> list[dict]:
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -225,26 +264,57 @@ def goal_note(section: str, row: dict, value: float) -> str:
     return f"≤ {bound} {'met' if value <= bound else 'MISSED'}"
 
 
+def _loads(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
 def markdown(report: dict) -> str:
-    lines = ["# make perf", "", f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`  ",
-             f"Machine: {report['machine']}  ", f"torch {report['torch']}, {report['threads']} threads, "
-             f"wall time {report['wall_seconds']:.0f} s", "", "## Assignment (all layers, median)", "",
-             "| model | device | bits | method | weights | seconds | M weights/s | goal |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# make perf",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Commit: `{report['commit']}`  ",
+        f"Machine: {report['machine']}  ",
+        f"torch {report['torch']}, {report['threads']} threads, "
+        f"wall time {report['wall_seconds']:.0f} s, load average (1/5/15 min) at start "
+        f"{_loads(report['load_average_start'])}, at end {_loads(report['load_average_end'])}",
+        "",
+        "## Assignment (all layers, median)",
+        "",
+        "| model | device | bits | method | weights | seconds | M weights/s | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["assignment"]:
-        lines.append(f"| {r['model']} | {r['device']} | {r['bits']} | {r['method']} | {r['weights']:,} | "
-                     f"{r['seconds']:.3f} | {r['weights_per_second'] / 1e6:.1f} | "
-                     f"{goal_note('assign', r, r['seconds']) if r['bits'] == 4 else ''} |")
-    lines += ["", "## Training step (median; ratio to the FP step of the same run)", "",
-              "| model | device | method | ms/step | × FP | goal |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['device']} | {r['bits']} | {r['method']} | {r['weights']:,} | "
+            f"{r['seconds']:.3f} | {r['weights_per_second'] / 1e6:.1f} | "
+            f"{goal_note('assign', r, r['seconds']) if r['bits'] == 4 else ''} |"
+        )
+    lines += [
+        "",
+        "## Training step (median; ratio to the FP step of the same run)",
+        "",
+        "| model | device | method | ms/step | × FP | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["steps"]:
-        lines.append(f"| {r['model']} | {r['device']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
-                     f"{r['ratio_to_fp']:.2f} | {goal_note('step', r, r['ratio_to_fp'])} |")
-    lines += ["", "## Peak memory of a step (fresh process each; ratio to FP)", "",
-              "| model | device | method | MiB | × FP | goal |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['device']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
+            f"{r['ratio_to_fp']:.2f} | {goal_note('step', r, r['ratio_to_fp'])} |"
+        )
+    lines += [
+        "",
+        "## Peak memory of a step (fresh process each; ratio to FP)",
+        "",
+        "| model | device | method | MiB | × FP | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["memory"]:
-        lines.append(f"| {r['model']} | {r['device']} | {r['method']} | {r['peak_bytes'] / 2**20:.0f} | "
-                     f"{r['ratio_to_fp']:.2f} | {goal_note('memory', r, r['ratio_to_fp'])} |")
-    lines += ["", "Methods: " + __doc__.split("Three measurements")[1].split("Writes")[0].strip().replace("\n", " ")]
+        lines.append(
+            f"| {r['model']} | {r['device']} | {r['method']} | {r['peak_bytes'] / 2**20:.0f} | "
+            f"{r['ratio_to_fp']:.2f} | {goal_note('memory', r, r['ratio_to_fp'])} |"
+        )
+    lines += ["", "Methods: " + " ".join(__doc__.split("Three measurements")[1].split("Writes")[0].split())]
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +324,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODEL_SPECS), help="comma-separated model names")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the record)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=str(OUT_DIR), help="output folder")
     p.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -261,25 +332,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_probe:
         print(json.dumps(memory_probe(*args.memory_probe, args.device or "cpu", steps=3)))
         return None
     devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     models = args.models.split(",")
-    report = {"command": " ".join(["python -m benchmarks.perf", *(argv if argv is not None else sys.argv[1:])]),
-              "commit": git_commit(), "machine": f"{platform.machine()} {platform.processor() or ''} "
-              f"{os.cpu_count()} cpus".strip(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "assignment": [], "steps": [], "memory": [], "goals": {f"{a}:{b}": v for (a, b), v in GOALS.items()}}
+    report = {
+        "command": " ".join(["python -m benchmarks.perf", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git_commit(),
+        "load_average_start": os.getloadavg(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "assignment": [],
+        "steps": [],
+        "memory": [],
+        "goals": {f"{a}:{b}": v for (a, b), v in GOALS.items()},
+    }
     for device in devices:
         for model_name in models:
             big = model_name == "vgg16_cifar" and device == "cpu"
             for bits in (2, 4):
-                report["assignment"] += bench_assignment(model_name, device, bits, 2 if args.quick else (5 if big else 9))
+                report["assignment"] += bench_assignment(
+                    model_name, device, bits, 2 if args.quick else (5 if big else 9)
+                )
             rounds, block = (2, 1) if args.quick else ((5, 1) if big else (9, 8))
             report["steps"] += bench_steps(model_name, device, rounds, block)
             if not args.no_memory:
                 report["memory"] += bench_memory(model_name, device, list(STEP_METHODS))
     report["wall_seconds"] = time.perf_counter() - _T0
+    report["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -44,9 +44,16 @@ def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One point per configuration (model, method, params except seed): mean coded size (bytes),
     test metric and FP metric (fractions) over its seeds, with ``seeds`` and the run ids."""
     g = df.groupby(["model", "method", "config_id"], sort=True)
-    points = g.agg(coded_bytes=("coded_bytes", "mean"), metric=(f"test_{metric}", "mean"),
-                   fp=(f"fp_test_{metric}", "mean"), seeds=("seed", "nunique"), bits=("bits", "first"),
-                   key_params=("key_params", "first"), kind=("kind", "first"), run_ids=("run_id", " ".join))
+    points = g.agg(
+        coded_bytes=("coded_bytes", "mean"),
+        metric=(f"test_{metric}", "mean"),
+        fp=(f"fp_test_{metric}", "mean"),
+        seeds=("seed", "nunique"),
+        bits=("bits", "first"),
+        key_params=("key_params", "first"),
+        kind=("kind", "first"),
+        run_ids=("run_id", " ".join),
+    )
     return points.reset_index()
 
 
@@ -120,8 +127,9 @@ def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
     """BD-metric (fraction) of the test front against the reference: the metric as a PCHIP of
     ln(size), mean difference over the overlapping ln(size) range. Positive: the test method scores
     higher at the same size."""
-    return _delta(_by(np.log(ref_bytes), ref_metric), _by(np.log(test_bytes), test_metric),
-                  lambda s: f"{math.exp(s):.0f} B")
+    return _delta(
+        _by(np.log(ref_bytes), ref_metric), _by(np.log(test_bytes), test_metric), lambda s: f"{math.exp(s):.0f} B"
+    )
 
 
 BD_RANGE = 0.05  # Bjøntegaard deltas use front points within this (absolute) metric drop of FP
@@ -142,12 +150,30 @@ def bd_table(front: pd.DataFrame) -> pd.DataFrame:
                 fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
                 args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
                 rate, met = bd_rate(*args), bd_metric(*args)
-                rows.append({"model": model, "method": a, "reference": b, "points": len(fa),
-                             "reference_points": len(fb), "bd_rate_percent": rate.value, "bd_rate_note": rate.reason,
-                             "bd_metric_pp": None if met.value is None else 100 * met.value,
-                             "bd_metric_note": met.reason})
-    columns = ["model", "method", "reference", "points", "reference_points", "bd_rate_percent", "bd_rate_note",
-               "bd_metric_pp", "bd_metric_note"]
+                rows.append(
+                    {
+                        "model": model,
+                        "method": a,
+                        "reference": b,
+                        "points": len(fa),
+                        "reference_points": len(fb),
+                        "bd_rate_percent": rate.value,
+                        "bd_rate_note": rate.reason,
+                        "bd_metric_pp": None if met.value is None else 100 * met.value,
+                        "bd_metric_note": met.reason,
+                    }
+                )
+    columns = [
+        "model",
+        "method",
+        "reference",
+        "points",
+        "reference_points",
+        "bd_rate_percent",
+        "bd_rate_note",
+        "bd_metric_pp",
+        "bd_metric_note",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -160,8 +186,11 @@ def read_layers(run_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
     uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
     quiet = patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})  # no progress bars
     with quiet, tempfile.TemporaryDirectory() as tmp:
-        path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="layers.csv", dst_path=tmp,
-                                                        tracking_uri=uri))
+        path = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="layers.csv", dst_path=tmp, tracking_uri=uri
+            )
+        )
         return pd.read_csv(path) if path.stat().st_size else pd.DataFrame()
 
 
@@ -174,10 +203,14 @@ def layer_profiles(best: pd.DataFrame, tracking_uri: str | None = None) -> pd.Da
         layers = read_layers(row["run_id"], tracking_uri)
         if layers.empty:
             continue
-        keep = [c for c in ("name", "params", "bits", "sparsity", "entropy_bits_per_weight", "relevance_share")
-                if c in layers]
-        head = pd.DataFrame({"model": row["model"], "method": row["method"], "run_id": row["run_id"],
-                             "layer": range(len(layers))})
+        keep = [
+            c
+            for c in ("name", "params", "bits", "sparsity", "entropy_bits_per_weight", "relevance_share")
+            if c in layers
+        ]
+        head = pd.DataFrame(
+            {"model": row["model"], "method": row["method"], "run_id": row["run_id"], "layer": range(len(layers))}
+        )
         parts.append(pd.concat([head, layers[keep]], axis=1))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -226,8 +259,9 @@ def plot_rate_accuracy(points: pd.DataFrame, front: pd.DataFrame, metric: str, t
         for i, ax in enumerate(axes[:, j]):
             for method in [m for m in methods if m in set(fm["method"])]:
                 f = fm[fm["method"] == method]
-                ax.plot(f["coded_bytes"], 100 * f["metric"], marker="o", ms=4, color=_color(method, methods),
-                        label=method)
+                ax.plot(
+                    f["coded_bytes"], 100 * f["metric"], marker="o", ms=4, color=_color(method, methods), label=method
+                )
             ax.axhline(fp, color="black", ls="--", lw=1, label=f"FP32 baseline ({fp:.2f}%)")
             ax.axhline(fp - 100 * tolerance, color="gray", ls=":", lw=1.2, label=f"FP32 - {100 * tolerance:g} pp")
             _log_size_axis(ax, metric)
@@ -255,10 +289,22 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, metric: str, path: Pa
                 ax.set(xticks=[], yticks=[])
                 continue
             f = front[(front["model"] == model) & (front["method"] == method)]
-            ax.scatter(points.loc[sel, "coded_bytes"], 100 * points.loc[sel, "metric"], s=14, facecolors="none",
-                       edgecolors="gray", label="configurations")
-            ax.plot(f["coded_bytes"], 100 * f["metric"], marker="o", ms=4, color=_color(method, methods),
-                    label="Pareto front")
+            ax.scatter(
+                points.loc[sel, "coded_bytes"],
+                100 * points.loc[sel, "metric"],
+                s=14,
+                facecolors="none",
+                edgecolors="gray",
+                label="configurations",
+            )
+            ax.plot(
+                f["coded_bytes"],
+                100 * f["metric"],
+                marker="o",
+                ms=4,
+                color=_color(method, methods),
+                label="Pareto front",
+            )
             _log_size_axis(ax, metric)
             ax.legend(loc="lower right", fontsize="x-small")
     return _save(fig, path)
@@ -299,15 +345,18 @@ def bd_matrix(bd: pd.DataFrame, model: str, column: str, fmt: str) -> str:
     methods = sorted(set(sub["method"]) | set(sub["reference"]))
     rows = []
     for a in methods:
-        cells = [_cell(sub.loc[(sub["method"] == a) & (sub["reference"] == b), column].iloc[0], fmt)
-                 if a != b else "-" for b in methods]
+        cells = [
+            _cell(sub.loc[(sub["method"] == a) & (sub["reference"] == b), column].iloc[0], fmt) if a != b else "-"
+            for b in methods
+        ]
         rows.append([f"**{a}**", *cells])
     return tables.to_markdown(pd.DataFrame(rows, columns=["method \\ reference", *methods]))
 
 
 BD_TEXT = """Bjøntegaard deltas between the methods' Pareto fronts (one point per configuration, mean over its
 seeds), restricted to the operating range: points within {range_pp:g} percentage points of the FP32 test
-{metric} (collapsed models would otherwise dominate the averages). **BD-rate**: the average size change, in %, of the row method against the column method at
+{metric} (collapsed models would otherwise dominate the averages). **BD-rate**: the average size
+change, in %, of the row method against the column method at
 equal test {metric}, over the {metric} range both fronts cover; negative means the row method needs
 fewer bytes. **BD-metric**: the average test-{metric} difference, in percentage points, of the row
 method against the column method at equal coded size, over the log-size range both fronts cover;
@@ -325,13 +374,21 @@ def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
     """bd_rate.md: the definitions, a BD-rate and a BD-metric matrix per model, the n/a reasons."""
     parts = [f"# {suite}: Bjøntegaard-delta summary\n", BD_TEXT.format(metric=metric, range_pp=100 * BD_RANGE)]
     for model in sorted(bd["model"].unique()):
-        parts += [f"\n## {model}\n", "BD-rate (% coded size, row vs column):\n",
-                  bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
-                  "\nBD-metric (percentage points of test " + metric + ", row vs column):\n",
-                  bd_matrix(bd, model, "bd_metric_pp", "+.2f")]
-    notes = [f"- {r.model}: {r.method} vs {r.reference}: " + "; ".join(
-        f"{what} n/a ({why})" for what, why in (("BD-rate", r.bd_rate_note), ("BD-metric", r.bd_metric_note)) if why)
-        for r in bd.itertuples() if r.bd_rate_note or r.bd_metric_note]
+        parts += [
+            f"\n## {model}\n",
+            "BD-rate (% coded size, row vs column):\n",
+            bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+            "\nBD-metric (percentage points of test " + metric + ", row vs column):\n",
+            bd_matrix(bd, model, "bd_metric_pp", "+.2f"),
+        ]
+    notes = [
+        f"- {r.model}: {r.method} vs {r.reference}: "
+        + "; ".join(
+            f"{what} n/a ({why})" for what, why in (("BD-rate", r.bd_rate_note), ("BD-metric", r.bd_metric_note)) if why
+        )
+        for r in bd.itertuples()
+        if r.bd_rate_note or r.bd_metric_note
+    ]
     if bd.empty:
         parts.append("\nNo model has fronts of two methods: nothing to compare.")
     if notes:
@@ -342,35 +399,62 @@ def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
 def commits_line(df: pd.DataFrame, suite: str) -> str:
     """The command, the number of runs and the code commit(s) (git_commit/git_dirty tags) behind them."""
     counts = df.groupby([df["git_commit"].fillna("unknown"), df["git_dirty"].fillna("unknown")]).size()
-    commits = ", ".join(f"{c[:10]}{' with uncommitted changes' if d == 'true' else ''} ({n} runs)"
-                        for (c, d), n in sorted(counts.items()))
+    commits = ", ".join(
+        f"{c[:10]}{' with uncommitted changes' if d == 'true' else ''} ({n} runs)"
+        for (c, d), n in sorted(counts.items())
+    )
     trials = int((df["kind"] == "trial").sum())
-    return (f"Generated by `ecqx-bench tables {suite}` (`make tables SUITE={suite}`) from {len(df)} MLflow runs "
-            f"({len(df) - trials} grid runs, {trials} search trial(s)); code: {commits}.")
+    return (
+        f"Generated by `ecqx-bench tables {suite}` (`make tables SUITE={suite}`) from {len(df)} MLflow runs "
+        f"({len(df) - trials} grid runs, {trials} search trial(s)); code: {commits}."
+    )
 
 
 def best_runs_markdown(best: pd.DataFrame, metric: str) -> str:
-    rows = [{"model": r["model"], "method": r["method"], "selection": r["selection"], "bits": r["bits"],
-             "key params": r["key_params"], f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
-             "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}", "coded bytes": f"{r['coded_bytes']:.0f}",
-             "run": f"`{r['run_id']}`"} for _, r in best.iterrows()]
+    rows = [
+        {
+            "model": r["model"],
+            "method": r["method"],
+            "selection": r["selection"],
+            "bits": r["bits"],
+            "key params": r["key_params"],
+            f"test {metric} (%)": f"{100 * r[f'test_{metric}']:.2f}",
+            "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}",
+            "coded bytes": f"{r['coded_bytes']:.0f}",
+            "run": f"`{r['run_id']}`",
+        }
+        for _, r in best.iterrows()
+    ]
     return tables.to_markdown(pd.DataFrame(rows))
 
 
 def profiles_markdown(best: pd.DataFrame, prof: pd.DataFrame, suite: str, metric: str, tol: float, commits: str) -> str:
     """profiles.md: the selection rule, the best runs and their per-layer numbers."""
     has_rel = "relevance_share" in prof and prof["relevance_share"].notna().any()
-    parts = [f"# {suite}: per-layer profiles of the best run per method\n",
-             f"Best run = the smallest coded size whose test {metric} is within {100 * tol:g} percentage point(s) "
-             f"of its FP32 baseline, or the best test {metric} when no run of the method is. Per layer: bit width "
-             "b, information content (entropy of the quantized weights, bits/weight), sparsity (% zero weights)"
-             + (" and relevance share (% of the model's total |LRP relevance|, ECQx only)." if has_rel else
-                ". The relevance share is omitted: the runs' layers.csv has no relevance_share column yet."),
-             "\n" + best_runs_markdown(best, metric), "\n![per-layer profiles](profiles.png)\n"]
+    parts = [
+        f"# {suite}: per-layer profiles of the best run per method\n",
+        f"Best run = the smallest coded size whose test {metric} is within {100 * tol:g} percentage point(s) "
+        f"of its FP32 baseline, or the best test {metric} when no run of the method is. Per layer: bit width "
+        "b, information content (entropy of the quantized weights, bits/weight), sparsity (% zero weights)"
+        + (
+            " and relevance share (% of the model's total |LRP relevance|, ECQx only)."
+            if has_rel
+            else ". The relevance share is omitted: the runs' layers.csv has no relevance_share column yet."
+        ),
+        "\n" + best_runs_markdown(best, metric),
+        "\n![per-layer profiles](profiles.png)\n",
+    ]
     if not prof.empty:
-        cols = {"model": "model", "method": "method", "name": "layer", "params": "weights", "bits": "b",
-                "entropy_bits_per_weight": "bits/weight", "sparsity": "sparsity (%)",
-                "relevance_share": "relevance (%)"}
+        cols = {
+            "model": "model",
+            "method": "method",
+            "name": "layer",
+            "params": "weights",
+            "bits": "b",
+            "entropy_bits_per_weight": "bits/weight",
+            "sparsity": "sparsity (%)",
+            "relevance_share": "relevance (%)",
+        }
         shown = prof.assign(sparsity=100 * prof["sparsity"], entropy_bits_per_weight=prof["entropy_bits_per_weight"])
         if has_rel:
             shown = shown.assign(relevance_share=100 * shown["relevance_share"])
@@ -379,32 +463,49 @@ def profiles_markdown(best: pd.DataFrame, prof: pd.DataFrame, suite: str, metric
     return "\n".join(parts) + f"\n\n{commits}\n"
 
 
-def report_markdown(suite: SuiteConfig, scope: str, metric: str, bd: pd.DataFrame, best: pd.DataFrame,
-                    files: set[str], commits: str) -> str:
+def report_markdown(
+    suite: SuiteConfig, scope: str, metric: str, bd: pd.DataFrame, best: pd.DataFrame, files: set[str], commits: str
+) -> str:
     """report.md: what was measured, links to every table and figure, the BD matrices, the best runs."""
     tol = f"{100 * suite.tolerance:g}"
-    parts = [f"# {suite.name}: compression benchmark report\n", f"{suite.description}\n" if suite.description else "",
-             f"Runs: {scope} Task metric: test {metric} (%), of the epoch selected on the validation split. "
-             "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model (bytes). "
-             f"Tolerance: {tol} percentage point(s) (absolute) below the FP32 baseline.\n",
-             "Files: " + ", ".join(f"[{f}]({f})" for f in sorted(files)) + "\n"]
+    parts = [
+        f"# {suite.name}: compression benchmark report\n",
+        f"{suite.description}\n" if suite.description else "",
+        f"Runs: {scope} Task metric: test {metric} (%), of the epoch selected on the validation split. "
+        "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model (bytes). "
+        f"Tolerance: {tol} percentage point(s) (absolute) below the FP32 baseline.\n",
+        "Files: " + ", ".join(f"[{f}]({f})" for f in sorted(files)) + "\n",
+    ]
     if "table.md" in files:
-        parts.append("## Summary table\n\nMean ± std over seeds per model, method, bit width and setting: "
-                     "[table.md](table.md) ([CSV](table.csv)).\n")
-    parts += ["## Rate–accuracy fronts\n", f"Pareto front of every method (coded size vs test {metric}; one point "
-              "per configuration, mean over its seeds; search trials included), with the FP32 baseline and the "
-              f"tolerance line. Points: [fronts.csv](fronts.csv).\n\n![rate-accuracy fronts](rate_accuracy.png)\n",
-              "## Pareto front per method\n", "Grey: every configuration; coloured: its Pareto front.\n\n"
-              "![Pareto front per method](pareto.png)\n", "## Bjøntegaard deltas\n",
-              "Row method vs column method, PCHIP interpolation; definitions and n/a reasons in "
-              "[bd_rate.md](bd_rate.md) ([CSV](bd_rate.csv)).\n"]
+        parts.append(
+            "## Summary table\n\nMean ± std over seeds per model, method, bit width and setting: "
+            "[table.md](table.md) ([CSV](table.csv)).\n"
+        )
+    parts += [
+        "## Rate–accuracy fronts\n",
+        f"Pareto front of every method (coded size vs test {metric}; one point "
+        "per configuration, mean over its seeds; search trials included), with the FP32 baseline and the "
+        f"tolerance line. Points: [fronts.csv](fronts.csv).\n\n![rate-accuracy fronts](rate_accuracy.png)\n",
+        "## Pareto front per method\n",
+        "Grey: every configuration; coloured: its Pareto front.\n\n![Pareto front per method](pareto.png)\n",
+        "## Bjøntegaard deltas\n",
+        "Row method vs column method, PCHIP interpolation; definitions and n/a reasons in "
+        "[bd_rate.md](bd_rate.md) ([CSV](bd_rate.csv)).\n",
+    ]
     for model in sorted(bd["model"].unique()):
-        parts += [f"### {model}: BD-rate (% coded size)\n", bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
-                  f"\n### {model}: BD-metric (percentage points of test {metric})\n",
-                  bd_matrix(bd, model, "bd_metric_pp", "+.2f") + "\n"]
-    parts += ["## Best run per method and per-layer profiles\n", f"Smallest coded size within {tol} pp of FP32 "
-              f"(else the best {metric}); per-layer numbers in [profiles.md](profiles.md) "
-              "([CSV](profiles.csv)).\n", best_runs_markdown(best, metric)]
+        parts += [
+            f"### {model}: BD-rate (% coded size)\n",
+            bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+            f"\n### {model}: BD-metric (percentage points of test {metric})\n",
+            bd_matrix(bd, model, "bd_metric_pp", "+.2f") + "\n",
+        ]
+    parts += [
+        "## Best run per method and per-layer profiles\n",
+        f"Smallest coded size within {tol} pp of FP32 "
+        f"(else the best {metric}); per-layer numbers in [profiles.md](profiles.md) "
+        "([CSV](profiles.csv)).\n",
+        best_runs_markdown(best, metric),
+    ]
     if "profiles.png" in files:
         parts.append("\n![per-layer profiles of the best runs](profiles.png)")
     return "\n".join(p for p in parts if p) + f"\n\n{commits}\n"
@@ -434,11 +535,16 @@ def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | N
     prof = layer_profiles(best, tracking_uri)
     table = tables.write_tables(cfg.name, tracking_uri, out)
     paths = [table, table.with_suffix(".csv")] if table else []
-    paths += [_csv(front.rename(columns={"metric": f"test_{metric}", "fp": f"fp_test_{metric}"}), out / "fronts.csv"),
-              _csv(bd, out / "bd_rate.csv"), _csv(prof, out / "profiles.csv")]
+    paths += [
+        _csv(front.rename(columns={"metric": f"test_{metric}", "fp": f"fp_test_{metric}"}), out / "fronts.csv"),
+        _csv(bd, out / "bd_rate.csv"),
+        _csv(prof, out / "profiles.csv"),
+    ]
     with matplotlib.style.context("default"):
-        paths += [plot_rate_accuracy(points, front, metric, cfg.tolerance, out / "rate_accuracy.png"),
-                  plot_pareto(points, front, metric, out / "pareto.png")]
+        paths += [
+            plot_rate_accuracy(points, front, metric, cfg.tolerance, out / "rate_accuracy.png"),
+            plot_pareto(points, front, metric, out / "pareto.png"),
+        ]
         if not prof.empty:
             paths.append(plot_profiles(prof, out / "profiles.png"))
     (out / "bd_rate.md").write_text(bd_markdown(bd, cfg.name, metric, commits))

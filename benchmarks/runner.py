@@ -81,8 +81,11 @@ class RunResult:
 
 def validate(cfg: RunConfig) -> None:
     """Check names and the method's params before any work (clear ConfigError messages)."""
-    for registry, name, what in ((METHODS, cfg.method, "method"), (DATASETS, cfg.data.name, "data.name"),
-                                 (MODELS, cfg.model.name, "model.name")):
+    for registry, name, what in (
+        (METHODS, cfg.method, "method"),
+        (DATASETS, cfg.data.name, "data.name"),
+        (MODELS, cfg.model.name, "model.name"),
+    ):
         try:
             registry.get(name)
         except UnknownNameError as e:
@@ -103,8 +106,9 @@ def load_data(cfg: RunConfig, data_dir: Path | None, cache_dir: Path) -> DataSpl
     options = dict(cfg.data.options)
     if cfg.data.name == "gsc":
         options.setdefault("cache_dir", str(cache_dir / "gsc"))
-    return DATASETS.get(cfg.data.name)(data_dir, seed=cfg.seed, download=cfg.data.download,
-                                        limit=cfg.data.limit, **options)
+    return DATASETS.get(cfg.data.name)(
+        data_dir, seed=cfg.seed, download=cfg.data.download, limit=cfg.data.limit, **options
+    )
 
 
 def build_model(cfg: RunConfig, data: DataSplits) -> torch.nn.Module:
@@ -134,8 +138,16 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
         log(f"  FP checkpoint {key} (cached)")
         return model, ckpt["info"]
     log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {key})")
-    res = fit(model, data, cfg.pretrain, device=device, seed=cfg.seed, stage="pretrain",
-              eval_batch_size=cfg.eval_batch_size, on_epoch=on_epoch)
+    res = fit(
+        model,
+        data,
+        cfg.pretrain,
+        device=device,
+        seed=cfg.seed,
+        stage="pretrain",
+        eval_batch_size=cfg.eval_batch_size,
+        on_epoch=on_epoch,
+    )
     model.load_state_dict(res.best)
     test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
     info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": key, "history": res.history}
@@ -212,8 +224,17 @@ def run(
     seed_everything(cfg.seed)
     method = METHODS.get(cfg.method)(build_config(METHODS.get(cfg.method).Config, cfg.params))
     t0 = time.perf_counter()
-    res = fit(model, data, cfg.train, device=device, seed=cfg.seed, method=method, stage="train",
-              eval_batch_size=cfg.eval_batch_size, on_epoch=on_epoch)
+    res = fit(
+        model,
+        data,
+        cfg.train,
+        device=device,
+        seed=cfg.seed,
+        method=method,
+        stage="train",
+        eval_batch_size=cfg.eval_batch_size,
+        on_epoch=on_epoch,
+    )
     train_seconds = time.perf_counter() - t0
     qm: QuantizedModel = res.best
     model.load_state_dict(qm.state_dict())
@@ -231,6 +252,22 @@ def run(
     layers = [vars(m) | getattr(method, "layer_stats", {}).get(m.name, {}) for m in metrics.layers]
     extras = {"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {}
     tags = {"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))}
-    return RunResult(cfg, key, data.fingerprint, data.task_metric, fp["fp_val"], fp["fp_test"], res.best_val, test,
-                     res.best_epoch, summary, layers, res.history, qm, coding.pop("bitstream", b""), coding, tags,
-                     extras)
+    return RunResult(
+        cfg,
+        key,
+        data.fingerprint,
+        data.task_metric,
+        fp["fp_val"],
+        fp["fp_test"],
+        res.best_val,
+        test,
+        res.best_epoch,
+        summary,
+        layers,
+        res.history,
+        qm,
+        coding.pop("bitstream", b""),
+        coding,
+        tags,
+        extras,
+    )

@@ -41,8 +41,18 @@ GRACE_S = 60  # a RUNNING trial without a heartbeat for this long belonged to a 
 POLL_S = 3.0  # seconds between looks at the study while other workers finish the last trials
 NO_ERROR = "no error recorded: its worker stopped (killed?)"  # a FAIL trial failed by its stale heartbeat
 PARENT_ATTR, SETUP_ATTR = "mlflow_parent_run_id", "setup"  # study user attrs
-ATTRS = ("mlflow_run_id", "run_key", "metric", "val_metric", "test_metric", "coded_bytes", "size_source", "sparsity",
-         "bits", "compression_ratio")  # trial user attrs (metrics are fractions, sizes bytes)
+ATTRS = (
+    "mlflow_run_id",
+    "run_key",
+    "metric",
+    "val_metric",
+    "test_metric",
+    "coded_bytes",
+    "size_source",
+    "sparsity",
+    "bits",
+    "compression_ratio",
+)  # trial user attrs (metrics are fractions, sizes bytes)
 
 # --- the search as given (picklable, for worker processes) and as resolved ---
 
@@ -112,8 +122,9 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     def _for(self, trial) -> optuna.samplers.BaseSampler:
         if trial.number != self._number:
             seed = (self.seed * 1_000_003 + trial.number) % 2**32
-            self._inner = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                                     n_startup_trials=self.n_startup_trials)
+            self._inner = optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=self.n_startup_trials
+            )
             self._number = trial.number
         return self._inner
 
@@ -153,8 +164,11 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 60}}
-    return _retry(lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                     grace_period=GRACE_S))
+    return _retry(
+        lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        )
+    )
 
 
 def open_study(spec: SearchSpec, setup: Setup) -> tuple[optuna.Study, str]:
@@ -164,8 +178,9 @@ def open_study(spec: SearchSpec, setup: Setup) -> tuple[optuna.Study, str]:
     storage, sampler = open_storage(spec.storage), TrialSeededSampler(spec.seed)
     identity = json.loads(json.dumps({"suite": setup.suite, "method": spec.method, "fixed": setup.fixed}, default=str))
     try:
-        study = optuna.create_study(storage=storage, study_name=setup.study_name, directions=DIRECTIONS,
-                                    sampler=sampler)
+        study = optuna.create_study(
+            storage=storage, study_name=setup.study_name, directions=DIRECTIONS, sampler=sampler
+        )
         study.set_user_attr(SETUP_ATTR, identity)
         return study, _create_parent(spec, setup, study)
     except optuna.exceptions.DuplicatedStudyError:
@@ -174,8 +189,10 @@ def open_study(spec: SearchSpec, setup: Setup) -> tuple[optuna.Study, str]:
     while (parent := study.user_attrs.get(PARENT_ATTR)) is None and time.monotonic() < deadline:
         time.sleep(0.5)
     if (stored := study.user_attrs.get(SETUP_ATTR)) not in (None, identity):
-        raise ConfigError(f"study {setup.study_name!r} was started with {stored}, not {identity}; "
-                          "pass --study-name to start another study")
+        raise ConfigError(
+            f"study {setup.study_name!r} was started with {stored}, not {identity}; "
+            "pass --study-name to start another study"
+        )
     return study, parent or _create_parent(spec, setup, study)
 
 
@@ -187,8 +204,14 @@ def _create_parent(spec: SearchSpec, setup: Setup, study: optuna.Study) -> str:
     from benchmarks.tracking import setup as setup_mlflow
 
     exp = _retry(lambda: setup_mlflow(spec.tracking_uri, experiment_name(setup.suite)))
-    tags = {"study": setup.study_name, "role": "study", "valid": "false", "suite": setup.suite, "method": spec.method,
-            "optuna_storage": make_url(spec.storage).render_as_string(hide_password=True)}
+    tags = {
+        "study": setup.study_name,
+        "role": "study",
+        "valid": "false",
+        "suite": setup.suite,
+        "method": spec.method,
+        "optuna_storage": make_url(spec.storage).render_as_string(hide_password=True),
+    }
     run = _client(spec.tracking_uri).create_run(exp, run_name=f"search {setup.study_name}", tags=tags)
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return run.info.run_id
@@ -242,8 +265,14 @@ class Objective:
                 self.run_id = active.info.run_id
             print(f"  [trial {number}] {line.strip()}", flush=True)
 
-        record = tracked_run(cfg, data_dir=self.spec.data_dir, tracking_uri=self.spec.tracking_uri,
-                             parent_run_id=self.parent_run_id, skip_finished=False, log=log)
+        record = tracked_run(
+            cfg,
+            data_dir=self.spec.data_dir,
+            tracking_uri=self.spec.tracking_uri,
+            parent_run_id=self.parent_run_id,
+            skip_finished=False,
+            log=log,
+        )
         mlflow.MlflowClient().set_tag(record["mlflow_run_id"], "study", self.setup.study_name)
         mlflow.MlflowClient().set_tag(record["mlflow_run_id"], "trial", str(number))
         return record
@@ -251,8 +280,9 @@ class Objective:
 
 def _check_budget(trial: optuna.Trial, n: int) -> None:
     """PRUNE a trial that would exceed the budget: ``n`` earlier trials are done or running."""
-    earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
-               if t.number < trial.number]
+    earlier = [
+        t for t in trial.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING)) if t.number < trial.number
+    ]
     if len(earlier) >= n:
         trial.set_user_attr("surplus", True)
         raise optuna.TrialPruned(f"the budget of {n} trials is taken")
@@ -270,10 +300,18 @@ def _attrs(record: dict[str, Any]) -> dict[str, Any]:
     """The trial user attrs ``ATTRS`` from a run record."""
     metric = "accuracy" if "val_accuracy" in record else "map"
     size = "coded_bytes" if "coded_bytes" in record else "entropy_bound_bytes"  # without verify_coding
-    return {"mlflow_run_id": record["mlflow_run_id"], "run_key": record["run_key"], "metric": metric,
-            "val_metric": record[f"val_{metric}"], "test_metric": record[f"test_{metric}"],
-            "coded_bytes": record[size], "size_source": size, "sparsity": record["sparsity"],
-            "bits": record["bits"], "compression_ratio": record.get("compression_ratio")}
+    return {
+        "mlflow_run_id": record["mlflow_run_id"],
+        "run_key": record["run_key"],
+        "metric": metric,
+        "val_metric": record[f"val_{metric}"],
+        "test_metric": record[f"test_{metric}"],
+        "coded_bytes": record[size],
+        "size_source": size,
+        "sparsity": record["sparsity"],
+        "bits": record["bits"],
+        "compression_ratio": record.get("compression_ratio"),
+    }
 
 
 def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> tuple[float, float]:
@@ -313,12 +351,21 @@ def _progress(n: int, study: optuna.Study, trial: FrozenTrial) -> None:
     if trial.state not in DONE:
         return
     front = pareto_trials(study)
-    what = (f"val {trial.values[0]:.4f}, {trial.values[1]:.0f} bytes" if trial.state == TrialState.COMPLETE
-            else f"FAIL ({trial.user_attrs.get('error', NO_ERROR)})")
-    best = (f", best val {max(t.values[0] for t in front):.4f}, smallest {min(t.values[1] for t in front):.0f} bytes"
-            if front else "")
-    print(f"[{study.study_name}] trial {trial.number}: {what} | {counts(study)[0]}/{n} done, "
-          f"Pareto front {len(front)}{best}", flush=True)
+    what = (
+        f"val {trial.values[0]:.4f}, {trial.values[1]:.0f} bytes"
+        if trial.state == TrialState.COMPLETE
+        else f"FAIL ({trial.user_attrs.get('error', NO_ERROR)})"
+    )
+    best = (
+        f", best val {max(t.values[0] for t in front):.4f}, smallest {min(t.values[1] for t in front):.0f} bytes"
+        if front
+        else ""
+    )
+    print(
+        f"[{study.study_name}] trial {trial.number}: {what} | {counts(study)[0]}/{n} done, "
+        f"Pareto front {len(front)}{best}",
+        flush=True,
+    )
 
 
 def _quiet_optuna() -> None:
@@ -354,8 +401,10 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The Pareto trials as flat rows for reports: trial number, params and the ``ATTRS``
     (metrics as fractions, coded bytes, sparsity as a fraction, bits, MLflow run id)."""
-    return [{"trial": t.number, "params": dict(t.params), **{k: t.user_attrs.get(k) for k in ATTRS}}
-            for t in pareto_trials(study)]
+    return [
+        {"trial": t.number, "params": dict(t.params), **{k: t.user_attrs.get(k) for k in ATTRS}}
+        for t in pareto_trials(study)
+    ]
 
 
 def summary(study: optuna.Study) -> str:
@@ -363,14 +412,18 @@ def summary(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False, states=DONE)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     rows = pareto_rows(study)
-    lines = [f"study {study.study_name}: {len(trials)} trials ({len(trials) - len(failed)} complete, "
-             f"{len(failed)} failed); MLflow parent run {study.user_attrs.get(PARENT_ATTR)}",
-             f"Pareto front ({len(rows)} trials, val {rows[0]['metric'] if rows else 'metric'} up, coded bytes down):",
-             f"{'trial':>5}  {'val %':>6}  {'test %':>6}  {'bytes':>8}  {'sparsity %':>10}  {'bits':>4}  params"]
+    lines = [
+        f"study {study.study_name}: {len(trials)} trials ({len(trials) - len(failed)} complete, "
+        f"{len(failed)} failed); MLflow parent run {study.user_attrs.get(PARENT_ATTR)}",
+        f"Pareto front ({len(rows)} trials, val {rows[0]['metric'] if rows else 'metric'} up, coded bytes down):",
+        f"{'trial':>5}  {'val %':>6}  {'test %':>6}  {'bytes':>8}  {'sparsity %':>10}  {'bits':>4}  params",
+    ]
     for r in rows:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        lines.append(f"{r['trial']:>5}  {100 * r['val_metric']:>6.2f}  {100 * r['test_metric']:>6.2f}  "
-                     f"{r['coded_bytes']:>8.0f}  {100 * r['sparsity']:>10.1f}  {r['bits']!s:>4}  {params}")
+        lines.append(
+            f"{r['trial']:>5}  {100 * r['val_metric']:>6.2f}  {100 * r['test_metric']:>6.2f}  "
+            f"{r['coded_bytes']:>8.0f}  {100 * r['sparsity']:>10.1f}  {r['bits']!s:>4}  {params}"
+        )
     return "\n".join(lines + [f"trial {t.number} failed: {t.user_attrs.get('error', NO_ERROR)}" for t in failed])
 
 
@@ -392,8 +445,10 @@ def _reopen_parent(parent: str, tracking_uri: str | None) -> None:
     try:
         status = client.get_run(parent).info.status
     except MlflowException:
-        raise ConfigError(f"the study's MLflow parent run {parent} is not in this tracking store; pass the "
-                          "study's --tracking-uri or another --study-name") from None
+        raise ConfigError(
+            f"the study's MLflow parent run {parent} is not in this tracking store; pass the "
+            "study's --tracking-uri or another --study-name"
+        ) from None
     if status != "RUNNING":
         client.update_run(parent, status="RUNNING")
 
@@ -408,8 +463,11 @@ def search(spec: SearchSpec) -> optuna.Study:
     study, parent = open_study(spec, setup)
     _reopen_parent(parent, spec.tracking_uri)
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
-    print(f"[{setup.study_name}] {spec.trials} trials ({counts(study)[0]} done before), {spec.workers} worker(s) x "
-          f"{threads} threads, searching {', '.join(setup.space)}", flush=True)
+    print(
+        f"[{setup.study_name}] {spec.trials} trials ({counts(study)[0]} done before), {spec.workers} worker(s) x "
+        f"{threads} threads, searching {', '.join(setup.space)}",
+        flush=True,
+    )
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=work, args=(spec, threads)) for _ in range(spec.workers - 1)]
     for p in procs:
@@ -431,8 +489,18 @@ def search(spec: SearchSpec) -> optuna.Study:
 
 def main(args) -> int:
     """``ecqx-bench search``: 0 when the study holds N finished trials."""
-    spec = SearchSpec(args.suite, args.method, args.trials, storage=db_url(args.storage or DEFAULT_STORAGE),
-                      study_name=args.study_name, tracking_uri=db_url(args.tracking_uri), data_dir=args.data_dir,
-                      quick=args.quick, overrides=list(args.overrides), space_path=args.space, seed=args.seed,
-                      workers=args.workers)
+    spec = SearchSpec(
+        args.suite,
+        args.method,
+        args.trials,
+        storage=db_url(args.storage or DEFAULT_STORAGE),
+        study_name=args.study_name,
+        tracking_uri=db_url(args.tracking_uri),
+        data_dir=args.data_dir,
+        quick=args.quick,
+        overrides=list(args.overrides),
+        space_path=args.space,
+        seed=args.seed,
+        workers=args.workers,
+    )
     return 0 if counts(search(spec))[0] >= spec.trials else 1

@@ -82,5 +82,6 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
 
 def _paths(d: dict[str, Any], prefix: str = "") -> set[str]:
     """The dotted paths of the leaves of a nested dict."""
-    return set().union(*[_paths(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}"}
-                         for k, v in d.items()])
+    return set().union(
+        *[_paths(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}"} for k, v in d.items()]
+    )

@@ -34,8 +34,12 @@ def _init_worker(threads: int) -> None:
 def _job(index: int, cfg: RunConfig, data_dir: Path | None, tracking_uri: str | None) -> dict[str, Any]:
     from benchmarks.tracking import tracked_run
 
-    return tracked_run(cfg, data_dir=data_dir, tracking_uri=tracking_uri,
-                       log=lambda line: print(f"  [{index}] {line.strip()}", flush=True))
+    return tracked_run(
+        cfg,
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        log=lambda line: print(f"  [{index}] {line.strip()}", flush=True),
+    )
 
 
 def _phases(cfgs: list[RunConfig]) -> tuple[list[int], list[int]]:
@@ -49,8 +53,14 @@ def _phases(cfgs: list[RunConfig]) -> tuple[list[int], list[int]]:
     return first, rest
 
 
-def run_grid(cfgs: list[RunConfig], *, workers: int = 1, data_dir: Path | None = None,
-             tracking_uri: str | None = None, report: Report) -> list[dict[str, Any]]:
+def run_grid(
+    cfgs: list[RunConfig],
+    *,
+    workers: int = 1,
+    data_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    report: Report,
+) -> list[dict[str, Any]]:
     """Run every config (resuming: finished run keys are skipped); ``report(done, total, cfg, record)``
     is called as each run ends. Returns the records in config order."""
     records: list[dict[str, Any]] = [{} for _ in cfgs]
@@ -66,7 +76,9 @@ def run_grid(cfgs: list[RunConfig], *, workers: int = 1, data_dir: Path | None =
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         try:
             for phase in _phases(cfgs):
-                futures: dict[Future, int] = {pool.submit(_job, i + 1, cfgs[i], data_dir, tracking_uri): i for i in phase}
+                futures: dict[Future, int] = {
+                    pool.submit(_job, i + 1, cfgs[i], data_dir, tracking_uri): i for i in phase
+                }
                 while futures:
                     finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                     for f in finished:
@@ -82,8 +94,10 @@ def run_grid(cfgs: list[RunConfig], *, workers: int = 1, data_dir: Path | None =
 
 def summary_line(name: str, records: list[dict[str, Any]], seconds: float) -> str:
     skipped = sum(bool(r.get("skipped")) for r in records)
-    return (f"suite {name}: {len(records)} runs ({len(records) - skipped} run now, {skipped} finished before) "
-            f"in {seconds / 60:.1f} min")
+    return (
+        f"suite {name}: {len(records)} runs ({len(records) - skipped} run now, {skipped} finished before) "
+        f"in {seconds / 60:.1f} min"
+    )
 
 
 def timed(fn: Callable[[], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], float]:

@@ -72,8 +72,9 @@ def git_state() -> dict[str, str]:
     """Commit hash and dirty flag of the working tree (``unknown`` outside git)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
@@ -148,8 +149,14 @@ def log_result(result: RunResult, mlflow_run_id: str) -> dict[str, Any]:
     numeric = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     numeric["roundtrip_ok"] = float(record["roundtrip_ok"])
     mlflow.log_metrics({k: v for k, v in numeric.items() if k not in ("bits", "seed")})
-    mlflow.set_tags({**result.tags, "valid": str(record["roundtrip_ok"] or not result.config.verify_coding).lower(),
-                     "metric": result.metric, "codec": result.coding.get("codec", "none")})
+    mlflow.set_tags(
+        {
+            **result.tags,
+            "valid": str(record["roundtrip_ok"] or not result.config.verify_coding).lower(),
+            "metric": result.metric,
+            "codec": result.coding.get("codec", "none"),
+        }
+    )
     if "error" in result.coding:
         mlflow.set_tag("error", result.coding["error"][:5000])
     with tempfile.TemporaryDirectory() as tmp:

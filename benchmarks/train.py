@@ -40,8 +40,15 @@ def resolve_device(name: str) -> torch.device:
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0) -> DataLoader:
     """A DataLoader whose shuffling order is fixed by ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=workers,
-                      pin_memory=False, persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=workers,
+        pin_memory=False,
+        persistent_workers=workers > 0,
+    )
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -85,7 +92,9 @@ def task_metrics(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) 
     from sklearn.metrics import average_precision_score
 
     y, s = targets.numpy(), logits.numpy()
-    ap = [float(average_precision_score(y[:, c], s[:, c])) if y[:, c].any() else float("nan") for c in range(y.shape[1])]
+    ap = [
+        float(average_precision_score(y[:, c], s[:, c])) if y[:, c].any() else float("nan") for c in range(y.shape[1])
+    ]
     valid = [a for a in ap if not math.isnan(a)]
     return {"map": float(np.mean(valid)) if valid else float("nan"), "per_class_ap": ap}
 

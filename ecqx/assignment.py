@@ -7,7 +7,13 @@ Cost of putting weight w in cluster c (Becking et al. 2022, eq. 4-6):
 
 with P_c from the nearest-neighbour histogram (P_0 raised to at least 0.5), λ_l = Λ · δ_l · λ_max,l
 and δ_l = (N_l/N_max + 0.05)/1.05. Clusters that are empty under nearest neighbour cannot be chosen.
-Everything is computed in the weight's dtype, one vectorised (chunked) pass per layer.
+Everything is computed in the weight's dtype and gives exactly what the direct (C x N) argmin gives.
+
+Speed (large layers): over w, cluster k's cost is the parabola (w - w_c)^2 + pen_k, so the argmin is
+the lower envelope of C parabolas of equal curvature: a few clusters, each winning on one interval.
+Weights are mapped to fine bins by arithmetic, a small per-layer table gives each bin's winner, and
+only weights in bins near an interval boundary (within a proven bound on float rounding) are
+resolved by the direct computation. See :class:`Bins` and :func:`envelope`.
 """
 
 from __future__ import annotations
@@ -18,18 +24,30 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ecqx.envelope import (
+    SAFETY,
+    Bins,
+    choose,
+    count_argmin,
+    direct_min,
+    index_dtype,
+    resolve,
+    table_argmin,
+    where_true,
+)
+
 P0_MIN = 0.5  # P_0 is raised to at least this, so zero is always cheapest in information
 SUSTAIN = 0.05  # δ_l = (N_l/N_max + SUSTAIN) / (1 + SUSTAIN)
 RELEVANCE_EPS = 1e-12  # added to R before R^β
 LAMBDA_MAX_RULES = ("thesis", "reference")
-_CHUNK_ELEMENTS = 1 << 22  # bound on (clusters x weights) elements materialised at once
+_DIRECT_BELOW = 1 << 14  # layers with fewer (weights x clusters) use the direct computation
 
 
 @dataclass(frozen=True)
 class Assignment:
     """Result of :func:`assign_layer`.
 
-    indices: centroid index per weight (int64, weight shape).
+    indices: centroid index per weight (weight shape; int64 unless ``index_dtype`` asked otherwise).
     lam: λ_l actually used (cost units per bit).
     ecq_sparsity: fraction of weights plain ECQ assigns to zero.
     beta: the relevance exponent β chosen (None without relevance).
@@ -46,12 +64,19 @@ def layer_decay(layer_share: float) -> float:
     return (layer_share + SUSTAIN) / (1.0 + SUSTAIN)
 
 
-def nearest_indices(weight: Tensor, centroids: Tensor) -> Tensor:
-    """argmin_c (w - w_c)^2 per weight (ties to the lower index), without a (C x N) matrix."""
-    w = weight.reshape(-1)
-    c = centroids.to(w.dtype)
-    if c.numel() == 1:
-        return torch.zeros_like(w, dtype=torch.long).reshape(weight.shape)
+def _use_direct(n: int, num_centroids: int) -> bool:
+    return n * num_centroids < _DIRECT_BELOW
+
+
+def _finite_range(w: Tensor) -> tuple[float, float] | None:
+    """(min w, max w) as Python floats, or None when empty or not finite (direct path then)."""
+    if w.numel() == 0:
+        return None
+    lo, hi = (float(v) for v in torch.aminmax(w))
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _nearest_direct(w: Tensor, c: Tensor) -> Tensor:
     mids = (c[1:] + c[:-1]) / 2
     guess = torch.bucketize(w, mids)
     best, best_d = None, None
@@ -64,18 +89,54 @@ def nearest_indices(weight: Tensor, centroids: Tensor) -> Tensor:
         better = (d < best_d) | ((d == best_d) & (cand < best))
         best = torch.where(better, cand, best)
         best_d = torch.where(better, d, best_d)
-    return best.reshape(weight.shape)
+    return best
 
 
-def probabilities(nearest: Tensor, num_centroids: int, zero_index: int) -> Tensor:
-    """P_c (float64, shape (C,)): nearest-neighbour histogram with P_0 raised to >= 0.5."""
-    counts = torch.bincount(nearest.reshape(-1), minlength=num_centroids).to(torch.float64)
-    pmf = counts / max(nearest.numel(), 1)
+def nearest_indices(weight: Tensor, centroids: Tensor, dtype: torch.dtype = torch.long) -> Tensor:
+    """argmin_c (w - w_c)^2 per weight (weight shape; ties to the lower index), without a (C x N)
+    matrix. ``centroids`` must be ascending; ``dtype``: int64 by default (uint8 saves conversions
+    for up to 256 centroids)."""
+    w = weight.reshape(-1)
+    c = centroids.to(w.dtype)
+    if c.numel() == 1:
+        return torch.zeros_like(w, dtype=dtype).reshape(weight.shape)
+    span = None if _use_direct(w.numel(), c.numel()) else _finite_range(w)
+    if span is None:
+        return _nearest_direct(w, c).to(dtype).reshape(weight.shape)
+    bins = Bins(w, *span, c.tolist())
+    zeros = torch.zeros_like(c)
+    env = bins.envelope(c, zeros)
+    return table_argmin(bins, w, c, zeros, env)[0].to(dtype).reshape(weight.shape)
+
+
+def _nearest_counts(bins: Bins, w: Tensor, c: Tensor, span: tuple[float, float]) -> Tensor:
+    """Nearest-neighbour histogram (int64, (C,)) from the bin counts; weights of bins near a
+    midpoint are resolved one by one."""
+    num = c.numel()
+    if num == 1:
+        return torch.tensor([w.numel()], dtype=torch.long, device=w.device)
+    zeros = torch.zeros_like(c)
+    env = bins.envelope(c, zeros)
+    table = bins.table(env, num).to(bins.t.device)
+    counts = torch.zeros(num + 1, dtype=torch.long, device=w.device).index_add_(0, table, bins.counts())[:num]
+    unsafe = where_true((table == num).index_select(0, bins.t))
+    if unsafe.numel():
+        counts += torch.bincount(resolve(w[unsafe], env, c, zeros)[1], minlength=num)
+    return counts
+
+
+def _pmf(counts: Tensor, n: int, zero_index: int) -> Tensor:
+    pmf = counts.to(torch.float64) / max(n, 1)
     if pmf[zero_index] < P0_MIN:
         nonzero_mass = 1.0 - pmf[zero_index].item()
         pmf = pmf * (P0_MIN / nonzero_mass) if nonzero_mass > 0 else pmf
         pmf[zero_index] = P0_MIN
     return pmf
+
+
+def probabilities(nearest: Tensor, num_centroids: int, zero_index: int) -> Tensor:
+    """P_c (float64, shape (C,)): nearest-neighbour histogram with P_0 raised to >= 0.5."""
+    return _pmf(torch.bincount(nearest.reshape(-1), minlength=num_centroids), nearest.numel(), zero_index)
 
 
 def information_content(pmf: Tensor) -> Tensor:
@@ -93,49 +154,92 @@ def lambda_max(weight: Tensor, centroids: Tensor, info: Tensor, zero_index: int,
     """
     if rule not in LAMBDA_MAX_RULES:
         raise ValueError(f"lambda_max_rule must be one of {LAMBDA_MAX_RULES}, got {rule!r}")
-    w = weight.reshape(-1).to(torch.float64)
+    w = weight.reshape(-1)
     if w.numel() == 0:
         return 0.0
-    c = centroids.to(torch.float64)
+    extremes = [float(v) for v in torch.aminmax(w)]
+    return _lambda_max(extremes, centroids.to(torch.float64).tolist(), info.tolist(), zero_index, rule)
+
+
+def _lambda_max(extremes: list[float], c: list[float], info: list[float], zero_index: int, rule: str) -> float:
+    """:func:`lambda_max` from the extreme weights, in float64 (Python floats: no tensor ops)."""
     values = []
-    for w_ext in (w.min(), w.max()):
-        k = nearest_indices(w_ext.reshape(1), c).item()
-        gain = (info[k] - info[zero_index]).item()
+    for w_ext in extremes:
+        k = min(range(len(c)), key=lambda i: ((c[i] - w_ext) ** 2, i))  # nearest, ties to the lower
+        gain = info[k] - info[zero_index]
         if k == zero_index or not gain > 0 or math.isinf(gain):
             continue
-        c_ext = c[k]
         if rule == "thesis":
-            values.append(((w_ext**2 - (w_ext - c_ext) ** 2) / gain).item())
+            values.append((w_ext**2 - (w_ext - c[k]) ** 2) / gain)
         else:
-            values.append((((c_ext - w_ext) ** 2 - (0 - w_ext)) ** 2 / gain).item())
+            values.append(((c[k] - w_ext) ** 2 - (0 - w_ext)) ** 2 / gain)
     if not values:
         return 0.0
     return min(values) if rule == "thesis" else max(values)
 
 
-def _chunks(n: int, num_centroids: int):
-    size = max(1, _CHUNK_ELEMENTS // max(num_centroids, 1))
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _zero_and_best_nonzero(w: Tensor, c: Tensor, penalty: Tensor, zero_index: int):
-    """Per weight: zero-cluster cost c0, best non-zero cost m and its index j (chunked)."""
-    n = w.numel()
-    c0 = w * w + penalty[zero_index]
-    m = torch.empty_like(w)
-    j = torch.empty(n, dtype=torch.long, device=w.device)
+# -- ECQ costs and the ECQx relevance step ---------------------------------------------------------
+def _nonzero_penalty(penalty: Tensor, zero_index: int) -> Tensor:
     penalty_nz = penalty.clone()
     penalty_nz[zero_index] = math.inf
-    for sl in _chunks(n, c.numel()):
-        cost = (c[:, None] - w[None, sl]) ** 2 + penalty_nz[:, None]
-        m[sl], j[sl] = cost.min(dim=0)
-    return c0, m, j
+    return penalty_nz
+
+
+def _best_nonzero(w: Tensor, c: Tensor, penalty_nz: Tensor, bins: Bins | None, span) -> tuple[Tensor, Tensor]:
+    """Per weight: best non-zero cost m and its index j (int64 on the direct path)."""
+    if bins is None:
+        return direct_min(w, c, penalty_nz)
+    env = bins.envelope(c, penalty_nz)
+    if env is None:  # no non-zero cluster is available: what the direct min gives
+        return torch.full_like(w, math.inf), torch.zeros_like(w, dtype=torch.long)
+    dtype, sentinel = index_dtype(c.numel())
+    table = bins.table(env, sentinel)
+    safe = table.clamp(min=0, max=c.numel() - 1).to(c.device)
+    j = bins.lookup(table.to(dtype))
+    m = (bins.lookup(c[safe]) - w) ** 2 + bins.lookup(penalty_nz[safe])
+    unsafe = where_true(j == sentinel)
+    if unsafe.numel():
+        m_u, j_u = resolve(w[unsafe], env, c, penalty_nz)
+        m[unsafe], j[unsafe] = m_u, j_u.to(dtype)
+    return m, j
 
 
 def _zero_wins(zero_cost: Tensor, m: Tensor, j: Tensor, zero_index: int) -> Tensor:
     """argmin's rule: zero is chosen if strictly cheaper, or equally cheap and earlier."""
-    return (zero_cost < m) | ((zero_cost == m) & (zero_index < j))
+    zero = zero_cost < m
+    tie = zero_cost == m
+    if int(torch.count_nonzero(tie)):
+        zero |= tie & (j > zero_index)
+    return zero
+
+
+def _kth_pair(b: Tensor, k: int) -> tuple[float, float]:
+    """The k-th and (k+1)-th smallest values of ``b`` (1-based; +inf past the end), exactly.
+
+    Large inputs: a random sample (fixed seed) brackets rank k, one pass counts what lies below the
+    bracket, and the exact selection runs on the few inside it (the full selection is the fallback)."""
+    n = b.numel()
+    if n > 1 << 16:
+        picks = torch.randint(0, n, (16384,), generator=torch.Generator().manual_seed(n)).to(b.device)
+        sample = b[picks].sort().values
+        at, spread = (k * sample.numel()) // n, 2 * math.isqrt(sample.numel()) + 8
+        lo = sample[at - spread].item() if at >= spread else -math.inf
+        hi = sample[at + spread].item() if at + spread < sample.numel() else math.inf
+        below = int(torch.count_nonzero(b < lo))
+        inside = b[where_true((b >= lo) & (b <= hi))]
+        top = below + inside.numel()  # ranks below+1 .. top lie inside
+        if below < k and (k < top or top == n):
+            kth = inside.kthvalue(k - below).values.item()
+            return kth, _min_above(inside, kth, k - below) if k < top else math.inf
+    kth = b.kthvalue(k).values.item()
+    return kth, _min_above(b, kth, k) if k < n else math.inf
+
+
+def _min_above(b: Tensor, kth: float, k: int) -> float:
+    """The (k+1)-th smallest of ``b`` (k < numel) given its k-th smallest value."""
+    if int(torch.count_nonzero(b <= kth)) > k:
+        return kth
+    return b[where_true(b > kth)].min().item()
 
 
 def _choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: int) -> float:
@@ -143,26 +247,29 @@ def _choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: in
 
     For ln R < 0 a weight is zero iff β > b_i = ln t_i / ln R_i, so the count is a step function of β;
     the wanted count is hit by a β between two neighbouring sorted thresholds (k-th values).
+    Weights with ln R = 0 are zero for every β (ln t > 0) or for none; they sit at -inf / +inf of b.
     """
-    decreasing = log_r < 0
-    constant_zero = int(((~decreasing) & (log_t > 0)).sum())
-    b = log_t[decreasing] / log_r[decreasing]
-    b = torch.where(torch.isnan(b), torch.full_like(b, math.inf), b)
-    count0 = constant_zero + int((b < beta0).sum())
-    if k_lo <= count0 <= k_hi or b.numel() == 0:
+    # log_r is -0.0 where ln R = 0, so those weights get b = -inf (ln t > 0) or +inf / NaN (else)
+    b = (log_t / log_r).nan_to_num_(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+    count0 = int(torch.count_nonzero(b < beta0))
+    if k_lo <= count0 <= k_hi:
         return beta0
-    want = min(max(count0, k_lo), k_hi) - constant_zero
-    if want <= 0:
-        return float(b.min()) - 1.0 if torch.isfinite(b.min()) else beta0
-    if want >= b.numel():
-        top = b.max()
-        return float(top) + 1.0 if torch.isfinite(top) else beta0
-    below = b.kthvalue(want).values.item()
-    above = b.kthvalue(want + 1).values.item()
+    flat = where_true(log_r == 0)  # ln R = 0: typically the one weight of largest R
+    n_dec = b.numel() - flat.numel()
+    constant_zero = int(torch.count_nonzero(log_t[flat] > 0))
+    if n_dec == 0:
+        return beta0
+    target = min(max(count0, k_lo), k_hi)
+    if target <= constant_zero:
+        low = _kth_pair(b, constant_zero + 1)[0]  # min over the decreasing weights
+        return low - 1.0 if math.isfinite(low) else beta0
+    if target >= constant_zero + n_dec:
+        top = _kth_pair(b, constant_zero + n_dec)[0]
+        return top + 1.0 if math.isfinite(top) else beta0
+    below, above = _kth_pair(b, target)
     if below == above:  # ties: take the achievable count closest to the wanted one
-        sorted_b = torch.unique(b)
-        pos = int(torch.searchsorted(sorted_b, torch.tensor(below, dtype=b.dtype)))
-        above = sorted_b[pos + 1].item() if pos + 1 < sorted_b.numel() else below + 1.0
+        larger = b[where_true((b > below) & (log_r < 0))]
+        above = larger.min().item() if larger.numel() else below + 1.0
     if math.isinf(below):
         return above - 1.0 if math.isfinite(above) else beta0
     if math.isinf(above):
@@ -181,6 +288,47 @@ def _start_beta(relevance: Tensor) -> float:
     return math.log(0.5) / math.log(mean) if 0.0 < mean < 1.0 else 1.0
 
 
+def _logs_decide(c: Tensor, penalty: Tensor, zero_index: int, span, rho: float) -> bool:
+    """Whether costs, ρ and β keep c0·ρ(R+ε)^β and m well inside the normal float range, so that
+    under- or overflow of one form comes with a log-domain gap far larger than the rounding."""
+    if span is None:
+        return False
+    fin = torch.finfo(penalty.dtype)
+    low, high = fin.tiny**0.25, fin.max**0.25
+    pens = [p for p in penalty.tolist() if math.isfinite(p)]
+    nz = [p for k, p in enumerate(penalty.tolist()) if k != zero_index and math.isfinite(p)]
+    reach = max(abs(span[0]), abs(span[1])) + max(abs(float(c[0])), abs(float(c[-1])))
+    return (
+        bool(nz)
+        and min(nz) > low
+        and penalty[zero_index].item() > low
+        and reach**2 + max(pens) < high
+        and 2.0**-16 <= rho <= 2.0**16
+    )
+
+
+def _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok: bool) -> Tensor:
+    """Which weights ECQx sets to zero: ``_zero_wins(c0 · ρ(R+ε)^β, m, j)``.
+
+    Decided in the log domain, d = β ln(R+ε) - ln t < 0, where |d| exceeds a bound on the rounding
+    of both forms (``logs_ok``: see :func:`_logs_decide`); the few others take the direct form.
+    """
+    fin = torch.finfo(c0.dtype)
+    if not logs_ok:
+        return _zero_wins(c0 * _relevance_factor(r, rho, beta), m, j, zero_index)
+    big = math.log(fin.max) - math.log(fin.tiny)
+    bound = SAFETY * fin.eps * (abs(beta) * -math.log(RELEVANCE_EPS) + big + abs(math.log(rho)) + 1.0)
+    bound += 4.0 * abs(beta) * RELEVANCE_EPS
+    d = (log_r * beta).sub_(log_t)  # finite here: c0 and m are positive normal numbers
+    zero = d < 0
+    unsure = where_true(d.abs_() <= bound)
+    if unsure.numel():
+        zero[unsure] = _zero_wins(
+            c0[unsure] * _relevance_factor(r[unsure], rho, beta), m[unsure], j[unsure], zero_index
+        )
+    return zero
+
+
 def assign_layer(
     weight: Tensor,
     centroids: Tensor,
@@ -190,36 +338,66 @@ def assign_layer(
     p: float = 0.1,
     rho: float = 2.0,
     lambda_max_rule: str = "thesis",
+    *,
+    index_dtype: torch.dtype = torch.int64,
 ) -> Assignment:
     """ECQ (``relevance=None``) or ECQx assignment of one layer; see the module docstring.
 
     weight: any shape; centroids: ascending, shape (C,), containing 0; Lambda: Λ >= 0;
     layer_share: N_l/N_max in (0, 1]; relevance: same shape as weight, in [0, 1];
-    p: width of the ECQx sparsity band [max(0, s_ECQ - p), s_ECQ].
+    p: width of the ECQx sparsity band [max(0, s_ECQ - p), s_ECQ];
+    index_dtype: dtype of ``indices`` (uint8 saves conversions when C <= 256).
     """
     zero_index = int(torch.nonzero(centroids == 0).reshape(-1)[0])
     w = weight.detach().reshape(-1)
     c = centroids.to(w.dtype)
-    nearest = nearest_indices(w, c)
-    pmf = probabilities(nearest, c.numel(), zero_index)
+    n = w.numel()
+    span = None if _use_direct(n, c.numel()) else _finite_range(w)
+    bins = Bins(w, *span, c.tolist()) if span else None
+    counts = _nearest_counts(bins, w, c, span) if bins else torch.bincount(_nearest_direct(w, c), minlength=c.numel())
+    pmf = _pmf(counts, n, zero_index)
     info = information_content(pmf)
-    lam = 0.0 if Lambda == 0 else Lambda * layer_decay(layer_share) * lambda_max(w, c, info, zero_index, lambda_max_rule)
+    lam = 0.0
+    if Lambda != 0:
+        if lambda_max_rule not in LAMBDA_MAX_RULES:
+            raise ValueError(f"lambda_max_rule must be one of {LAMBDA_MAX_RULES}, got {lambda_max_rule!r}")
+        extremes = list(span) if span else [float(v) for v in torch.aminmax(w)] if n else []
+        lam_max = _lambda_max(extremes, c.to(torch.float64).tolist(), info.tolist(), zero_index, lambda_max_rule)
+        lam = Lambda * layer_decay(layer_share) * lam_max
     penalty = torch.where(pmf > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype)
-    c0, m, j = _zero_and_best_nonzero(w, c, penalty, zero_index)
-    zero = _zero_wins(c0, m, j, zero_index)
-    ecq_sparsity = zero.double().mean().item() if w.numel() else 0.0
+    env = bins.envelope(c, penalty) if bins else None
+    if relevance is None and bins is not None:
+        idx, zeros = table_argmin(bins, w, c, penalty, env, zero_index)
+        return Assignment(idx.to(index_dtype).reshape(weight.shape), lam, zeros / n, None)
+    m, j = _best_nonzero(w, c, _nonzero_penalty(penalty, zero_index), bins, span)
+    c0 = w * w + penalty[zero_index]
+    zero = None
+    if bins is None:  # direct path: the ECQ decision per weight
+        zero = _zero_wins(c0, m, j, zero_index)
+        zeros_ecq = int(torch.count_nonzero(zero))
+    else:
+        zeros_ecq = count_argmin(bins, w, c, penalty, env, zero_index)
     beta = None
     if relevance is not None:
         r = relevance.detach().reshape(-1).to(w.dtype)
-        n = w.numel()
-        zeros_ecq = int(zero.sum())
-        k_lo, k_hi = max(0, math.ceil(zeros_ecq - p * n - 1e-9)), zeros_ecq
-        log_r = torch.log(r + RELEVANCE_EPS).clamp(max=0)
-        log_t = torch.log(m) - torch.log(c0) - math.log(rho)
-        beta = _choose_beta(log_r, log_t, _start_beta(r), k_lo, k_hi)
-        zero = _zero_wins(c0 * _relevance_factor(r, rho, beta), m, j, zero_index)
-    indices = torch.where(zero, torch.full_like(j, zero_index), j)
-    return Assignment(indices.reshape(weight.shape), lam, ecq_sparsity, beta)
+        beta, zero = _relevance_assign(
+            c0, m, j, r, zeros_ecq, p, rho, zero_index, _logs_decide(c, penalty, zero_index, span, rho)
+        )
+    indices = choose(zero, j, zero_index).to(index_dtype)
+    return Assignment(indices.reshape(weight.shape), lam, zeros_ecq / n if n else 0.0, beta)
+
+
+def _relevance_assign(
+    c0, m, j, r, zeros_ecq: int, p: float, rho: float, zero_index: int, logs_ok
+) -> tuple[float, Tensor]:
+    """ECQx: β from the sparsity band [zeros_ecq - p·N, zeros_ecq], then which weights go to zero."""
+    n = r.numel()
+    k_lo, k_hi = max(0, math.ceil(zeros_ecq - p * n - 1e-9)), zeros_ecq
+    log_r = torch.log(r + RELEVANCE_EPS).clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
+    log_t = torch.log(m).sub_(torch.log(c0)).sub_(math.log(rho))
+    beta = _choose_beta(log_r, log_t, _start_beta(r), k_lo, k_hi)
+    logs_ok = logs_ok and abs(beta) < 1e6
+    return beta, _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok)
 
 
 def assign(

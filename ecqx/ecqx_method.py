@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ecqx.assignment import LAMBDA_MAX_RULES, assign_layer
@@ -48,7 +49,9 @@ class ECQx(GridMethod):
             if not isinstance(self.relevance_every, int) or self.relevance_every < 1:
                 raise ValueError(f"relevance_every must be an integer >= 1, got {self.relevance_every!r}")
             if self.lambda_max_rule not in LAMBDA_MAX_RULES:
-                raise ValueError(f"lambda_max_rule must be one of {', '.join(LAMBDA_MAX_RULES)}, got {self.lambda_max_rule!r}")
+                raise ValueError(
+                    f"lambda_max_rule must be one of {', '.join(LAMBDA_MAX_RULES)}, got {self.lambda_max_rule!r}"
+                )
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -86,7 +89,15 @@ class ECQx(GridMethod):
             return None
         r = r.abs()
         top = r.max()
-        return r / top if top > 0 else None
+        return r.div_(top) if top > 0 else None
+
+    def finalize(self, model: nn.Module):
+        """As GridMethod.finalize; also records each layer's share of the total |relevance|."""
+        totals = {name: float(r.abs().sum()) for name, r in self.relevance.items()}
+        grand = sum(totals.values())
+        for name, stats in self.layer_stats.items():
+            stats["relevance_share"] = totals.get(name, 0.0) / grand if grand > 0 else None
+        return super().finalize(model)
 
     def assign_all(self, model: nn.Module, batch) -> None:
         cfg = self.config
@@ -95,7 +106,18 @@ class ECQx(GridMethod):
         n_max = max(w.numel() for w in self.latent.values())
         for name, latent in self.latent.items():
             relevance = self.normalised_relevance(name) if cfg.relevance else None
-            a = assign_layer(latent, self.centroids[name], cfg.Lambda, latent.numel() / n_max, relevance,
-                             cfg.p, cfg.rho, cfg.lambda_max_rule)
+            centroids = self.centroids[name]
+            index_dtype = torch.uint8 if centroids.numel() <= 256 else torch.int16
+            a = assign_layer(
+                latent,
+                centroids,
+                cfg.Lambda,
+                latent.numel() / n_max,
+                relevance,
+                cfg.p,
+                cfg.rho,
+                cfg.lambda_max_rule,
+                index_dtype=index_dtype,
+            )
             self.indices[name] = self.compact(a.indices)
             self.layer_stats[name] = {"lambda": a.lam, "ecq_sparsity": a.ecq_sparsity, "beta": a.beta}

@@ -35,7 +35,9 @@ def build_config(config_cls: type, values: dict[str, Any] | None) -> Any:
     allowed = [f.name for f in dataclasses.fields(config_cls)]
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} for {config_cls.__qualname__}; allowed: {', '.join(allowed)}")
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} for {config_cls.__qualname__}; allowed: {', '.join(allowed)}"
+        )
     return config_cls(**values)
 
 
@@ -98,7 +100,8 @@ class GridMethod:
     # -- shared machinery --------------------------------------------------------------------
     def current_values(self, name: str) -> Tensor:
         """The compressed values last written into layer ``name`` (float32, weight shape)."""
-        return self.centroids[name][self.indices[name].long()]
+        idx = self.indices[name]
+        return self.centroids[name].index_select(0, idx.reshape(-1).int()).reshape(idx.shape)
 
     def absorb_updates(self) -> None:
         """latent += (parameter after the step) - (compressed value before the step)."""
@@ -114,6 +117,8 @@ class GridMethod:
     @staticmethod
     def compact(indices: Tensor) -> Tensor:
         """Store centroid indices in the smallest integer type (uint8 for <= 256 levels)."""
+        if indices.dtype == torch.uint8:
+            return indices
         small = indices.numel() == 0 or int(indices.max()) < 256
         return indices.to(torch.uint8) if small else indices.to(torch.int16)
 

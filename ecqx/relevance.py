@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import COMPOSITES
-from zennit.core import Hook, stabilize
-from zennit.rules import Epsilon
+from zennit.core import Hook, ParamMod, stabilize
+from zennit.rules import Epsilon, ZPlus
 from zennit.torchvision import ResNetCanonizer
 
 CANONIZERS: dict[str, Callable[[], list]] = {
@@ -44,14 +44,81 @@ def _forward_with_weight(module: nn.Module, a: Tensor, weight: Tensor) -> Tensor
     raise TypeError(f"weight relevance supports Linear and Conv layers, not {type(module).__name__}")
 
 
-def epsilon_weight_relevance(module: nn.Module, a: Tensor, r_out: Tensor, epsilon: float) -> Tensor:
-    """R_w = w ⊙ ∂z/∂w · R_out/(z + ε·sign z), summed over batch and positions; weight shape."""
+def _weight_gradient(module: nn.Module, a: Tensor, grad_out: Tensor) -> Tensor | None:
+    """∂<z, grad_out>/∂w of a Linear or zero-padded Conv layer without re-running its forward
+    (None for other layers: padding modes, string padding)."""
+    w = module.weight
+    if isinstance(module, nn.Linear):
+        return grad_out.reshape(-1, w.shape[0]).t().mm(a.reshape(-1, w.shape[1]))
+    conv = isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    if not conv or module.padding_mode != "zeros" or isinstance(module.padding, str) or module.transposed:
+        return None
+    return torch.ops.aten.convolution_backward(
+        grad_out,
+        a,
+        w.detach(),
+        None,
+        module.stride,
+        module.padding,
+        module.dilation,
+        False,
+        [0] * len(module.stride),
+        module.groups,
+        (False, True, False),
+    )[1]
+
+
+def epsilon_weight_relevance(
+    module: nn.Module, a: Tensor, r_out: Tensor, epsilon: float, z: Tensor | None = None
+) -> Tensor:
+    """R_w = w ⊙ ∂z/∂w · R_out/(z + ε·sign z), summed over batch and positions; weight shape.
+
+    z: the layer's output for input ``a`` when known (saves re-running the layer's forward).
+    """
+    w = module.weight.detach()
+    if z is not None:
+        grad = _weight_gradient(module, a.detach(), r_out / stabilize(z.detach(), epsilon))
+        if grad is not None:
+            return w * grad
     with torch.enable_grad():
         w = module.weight.detach().requires_grad_()
         z = _forward_with_weight(module, a.detach(), w)
         scaled = r_out / stabilize(z.detach(), epsilon)
         (grad,) = torch.autograd.grad(z, w, scaled)
     return w.detach() * grad
+
+
+def _zplus_nonnegative_input(rule: ZPlus, module: nn.Module, grad_input, grad_output):
+    """zennit's ZPlus backward for an input without negative entries (e.g. after a ReLU).
+
+    ZPlus sums a positive part (x+ with W+, b+) and a negative part (x- with W-); for x >= 0 the
+    negative part's input x- is all zeros, so it adds exact zeros to the normaliser and to the
+    relevance. This computes the positive part alone: the same numbers for half the work.
+    """
+    original_input = rule.stored_tensors["input"][0].clone()
+    in_mod, param_mod, out_mod = rule.input_modifiers[0], rule.param_modifiers[0], rule.output_modifiers[0]
+    x = in_mod(original_input).requires_grad_()
+    with ParamMod.ensure(param_mod)(module) as modified, torch.enable_grad():
+        output = out_mod(modified.forward(x))
+    grad_out = rule.gradient_mapper(grad_output[0], [output])[0]
+    (gradient,) = torch.autograd.grad([output], [x], grad_outputs=[grad_out], create_graph=grad_output[0].requires_grad)
+    relevance = x * gradient
+    return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
+
+
+class _Detour(torch.autograd.Function):
+    """The layer's output, with a backward that skips the layer: its input gradient would be
+    replaced by the rule's relevance anyway, so a zero of the right shape stands in for it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, output: Tensor) -> Tensor:
+        ctx.x_meta = (x.shape, x.dtype, x.device)
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        shape, dtype, device = ctx.x_meta
+        return torch.zeros((), dtype=dtype, device=device).expand(shape), None
 
 
 class _WeightRelevanceHook(Hook):
@@ -64,13 +131,28 @@ class _WeightRelevanceHook(Hook):
     def copy(self) -> _WeightRelevanceHook:
         return _WeightRelevanceHook(self.inner.copy(), self.sink, self.epsilon)
 
+    def register(self, module):
+        handles = super().register(module)
+        handles.append(module.register_forward_hook(self._detour, prepend=True))
+        return handles
+
+    def _detour(self, module, input, output):
+        """Runs before zennit's hooks: the output they see bypasses the layer's own backward."""
+        if self.active and isinstance(output, Tensor) and input[0].requires_grad:
+            return _Detour.apply(input[0], output.detach())
+        return None
+
     def forward(self, module, input, output):
         self.inner.forward(module, input, output)
         self.stored_tensors["input"] = input
+        self.stored_tensors["output"] = output  # z (usually kept alive anyway, e.g. by BatchNorm)
 
     def backward(self, module, grad_input, grad_output):
         a = self.stored_tensors["input"][0]
-        self.sink(module, epsilon_weight_relevance(module, a, grad_output[0], self.epsilon))
+        z = self.stored_tensors.pop("output", None)
+        self.sink(module, epsilon_weight_relevance(module, a, grad_output[0], self.epsilon, z))
+        if type(self.inner) is ZPlus and not bool((a < 0).any()):
+            return _zplus_nonnegative_input(self.inner, module, grad_input, grad_output)
         return self.inner.backward(module, grad_input, grad_output)
 
     def remove(self):

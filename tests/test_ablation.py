@@ -18,8 +18,9 @@ def test_branches_change_only_what_they_declare():
     base = {seed: cfg for label, seed, cfg in cfgs if label == BASE}
     for label, seed, cfg in cfgs:
         diff = {k for k in cfg.params if cfg.params[k] != base[seed].params.get(k)}
-        assert diff == set(ab.branches.get(label, {}).get("params", {})) - {k for k, v in ab.params.items()
-                                                                              if ab.branches.get(label, {}).get("params", {}).get(k) == v}
+        assert diff == set(ab.branches.get(label, {}).get("params", {})) - {
+            k for k, v in ab.params.items() if ab.branches.get(label, {}).get("params", {}).get(k) == v
+        }
     assert len(cfgs) == (len(ab.branches) + 1) * len(ab.seeds)
 
 

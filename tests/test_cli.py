@@ -40,9 +40,25 @@ def test_run_writes_json_and_is_reproducible(workdir):
     argv = ["run", "--suite", "digits", "--method", "ecqx", "--bits", "4", "--tracking-uri", store(workdir), *QUICK]
     assert cli.main([*argv, "--json", "a.json"]) == 0
     a = json.loads(Path("a.json").read_text())
-    for key in ("suite", "dataset", "model", "method", "bits", "seed", "fp_test_accuracy", "test_accuracy", "sparsity",
-                "entropy_bits_per_weight", "fp32_bytes", "entropy_bound_bytes", "compression_ratio", "mlflow_run_id",
-                "coded_bytes", "decoded_test_accuracy", "roundtrip_ok"):
+    for key in (
+        "suite",
+        "dataset",
+        "model",
+        "method",
+        "bits",
+        "seed",
+        "fp_test_accuracy",
+        "test_accuracy",
+        "sparsity",
+        "entropy_bits_per_weight",
+        "fp32_bytes",
+        "entropy_bound_bytes",
+        "compression_ratio",
+        "mlflow_run_id",
+        "coded_bytes",
+        "decoded_test_accuracy",
+        "roundtrip_ok",
+    ):
         assert key in a, key
     assert a["roundtrip_ok"] and a["decoded_test_accuracy"] == a["test_accuracy"]
     assert a["compression_ratio"] == pytest.approx(a["fp32_bytes"] / a["coded_bytes"])
@@ -82,7 +98,8 @@ def test_interrupted_suite_resumes_without_losing_or_repeating(workdir, monkeypa
     suite = workdir / "tiny.yaml"
     suite.write_text(
         "name: tiny\nbase: {data: {name: digits}, pretrain: {epochs: 2}, train: {epochs: 1}}\nmodels: [mlp]\n"
-        "seeds: [0]\nmethods:\n  ecq: [{bits: 2}, {bits: 3}]\n  uniform_qat: [{bits: 4}]\n  magnitude: [{target_sparsity: 0.5}]\n"
+        "seeds: [0]\nmethods:\n  ecq: [{bits: 2}, {bits: 3}]\n  uniform_qat: [{bits: 4}]\n"
+        "  magnitude: [{target_sparsity: 0.5}]\n"
     )
     real_fit, calls = runner.fit, {"train": 0}
 
@@ -106,7 +123,10 @@ def test_interrupted_suite_resumes_without_losing_or_repeating(workdir, monkeypa
     assert "FP32 baseline" in table and "uniform_qat" in table and "s=0.5" in table
     before = (workdir / "results/tiny/table.csv").read_bytes(), table
     assert cli.main(["tables", str(suite), "--tracking-uri", store(workdir)]) == 0
-    assert ((workdir / "results/tiny/table.csv").read_bytes(), (workdir / "results/tiny/table.md").read_text()) == before
+    assert (
+        (workdir / "results/tiny/table.csv").read_bytes(),
+        (workdir / "results/tiny/table.md").read_text(),
+    ) == before
 
 
 def test_decode_rebuilds_the_model_from_run_id_or_file(workdir, capsys):

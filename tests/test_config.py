@@ -39,7 +39,10 @@ def test_ints_are_accepted_as_floats_and_none_for_optionals():
 
 def test_overrides_are_dotted_and_yaml_typed():
     assert parse_overrides(["train.epochs=3", "params.Lambda=0.5", "model.name=mlp", "data.limit=null"]) == {
-        "train": {"epochs": 3}, "params": {"Lambda": 0.5}, "model": {"name": "mlp"}, "data": {"limit": None},
+        "train": {"epochs": 3},
+        "params": {"Lambda": 0.5},
+        "model": {"name": "mlp"},
+        "data": {"limit": None},
     }
     with pytest.raises(ConfigError, match="not of the form key=value"):
         parse_overrides(["train.epochs"])

@@ -23,7 +23,12 @@ def test_unknown_method_lists_known_names():
 
 def tiny_cnn() -> nn.Module:
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 16), nn.ReLU(),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 36, 16),
+        nn.ReLU(),
         nn.Linear(16, 3),
     )
     model.lrp_canonizer = "sequential_bn"

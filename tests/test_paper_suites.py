@@ -39,8 +39,23 @@ def test_run_json_carries_the_task_metric(suite, workdir):
     data.mkdir()
     BUILDERS[suite](data)
     uri = f"sqlite:///{workdir}/mlflow.db"
-    argv = ["run", "--suite", suite, "--method", "ecqx", "--bits", "4", "--data-dir", str(data), "--quick",
-            "--json", "out.json", "--tracking-uri", uri, "train.epochs=1"]
+    argv = [
+        "run",
+        "--suite",
+        suite,
+        "--method",
+        "ecqx",
+        "--bits",
+        "4",
+        "--data-dir",
+        str(data),
+        "--quick",
+        "--json",
+        "out.json",
+        "--tracking-uri",
+        uri,
+        "train.epochs=1",
+    ]
     assert cli.main(argv) == 0
     record = json.loads((workdir / "out.json").read_text())
     key = "map" if suite == "voc" else "accuracy"
@@ -49,8 +64,20 @@ def test_run_json_carries_the_task_metric(suite, workdir):
 
 
 def test_missing_data_dir_is_one_clear_error(workdir, capsys):
-    code = cli.main(["run", "--suite", "cifar10", "--method", "ecq", "--quick", "--data-dir", str(workdir / "none"),
-                     "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"])
+    code = cli.main(
+        [
+            "run",
+            "--suite",
+            "cifar10",
+            "--method",
+            "ecq",
+            "--quick",
+            "--data-dir",
+            str(workdir / "none"),
+            "--tracking-uri",
+            f"sqlite:///{workdir}/mlflow.db",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "cifar10: data folder" in err and "does not exist" in err and "--download" in err
     assert not (workdir / "runs" / "cache" / "checkpoints").exists()

@@ -52,8 +52,16 @@ def test_bd_is_not_available_for_short_or_disjoint_fronts():
 
 def test_pareto_front_drops_dominated_points_and_handles_ties():
     points = pd.DataFrame(
-        [("a", 100, 0.50), ("b", 100, 0.60), ("c", 200, 0.60), ("d", 150, 0.55), ("y", 300, 0.70),
-         ("z", 300, 0.70), ("g", 400, 0.65), ("h", 500, 0.90)],
+        [
+            ("a", 100, 0.50),
+            ("b", 100, 0.60),
+            ("c", 200, 0.60),
+            ("d", 150, 0.55),
+            ("y", 300, 0.70),
+            ("z", 300, 0.70),
+            ("g", 400, 0.65),
+            ("h", 500, 0.90),
+        ],
         columns=["config_id", "coded_bytes", "metric"],
     )
     front = pareto_front(points)
@@ -67,21 +75,64 @@ def test_pareto_front_drops_dominated_points_and_handles_ties():
 LAYERS = [("1.weight", 8192), ("3.weight", 640)]
 
 
-def log_run(uri: str, method: str, size: float, acc: float, *, seed: int = 0, bits: int | None = 4, fp: float = 0.96,
-            valid: bool = True, params: dict | None = None, overrides: dict | None = None,
-            parent: str | None = None) -> str:
+def log_run(
+    uri: str,
+    method: str,
+    size: float,
+    acc: float,
+    *,
+    seed: int = 0,
+    bits: int | None = 4,
+    fp: float = 0.96,
+    valid: bool = True,
+    params: dict | None = None,
+    overrides: dict | None = None,
+    parent: str | None = None,
+) -> str:
     """Log one fake run exactly as tracking.tracked_run does (tags, params, log_result artifacts)."""
     suite = load_suite("digits")
     base = deep_merge(suite.base, {"suite": "digits", "model": {"name": "mlp"}, "seed": seed})
     cfg = make_run_config(base, method, {**({"bits": bits} if bits else {}), **(params or {})}, overrides or {})
     key = stable_hash([to_dict(cfg), size, acc])
-    layers = [{"name": n, "params": p, "bits": bits or 32, "sparsity": 0.5 + i / 10, "distinct_values": 7,
-               "entropy_bits_per_weight": 1.5 - i / 2, "entropy_bound_bytes": p / 8,
-               "relevance_share": (0.7, 0.3)[i] if method == "ecqx" else None} for i, (n, p) in enumerate(LAYERS)]
-    summary = {"sparsity": 0.5, "entropy_bits_per_weight": 1.0, "fp32_bytes": 40000.0, "coded_bytes": size,
-               "compression_ratio": 40000.0 / size, "entropy_bound_bytes": size * 0.9}
-    result = RunResult(cfg, key, "fake", "accuracy", fp, fp, acc, acc, 1, summary, layers, [], None, b"",
-                       {"roundtrip_ok": valid, "codec": "fake"}, {})
+    layers = [
+        {
+            "name": n,
+            "params": p,
+            "bits": bits or 32,
+            "sparsity": 0.5 + i / 10,
+            "distinct_values": 7,
+            "entropy_bits_per_weight": 1.5 - i / 2,
+            "entropy_bound_bytes": p / 8,
+            "relevance_share": (0.7, 0.3)[i] if method == "ecqx" else None,
+        }
+        for i, (n, p) in enumerate(LAYERS)
+    ]
+    summary = {
+        "sparsity": 0.5,
+        "entropy_bits_per_weight": 1.0,
+        "fp32_bytes": 40000.0,
+        "coded_bytes": size,
+        "compression_ratio": 40000.0 / size,
+        "entropy_bound_bytes": size * 0.9,
+    }
+    result = RunResult(
+        cfg,
+        key,
+        "fake",
+        "accuracy",
+        fp,
+        fp,
+        acc,
+        acc,
+        1,
+        summary,
+        layers,
+        [],
+        None,
+        b"",
+        {"roundtrip_ok": valid, "codec": "fake"},
+        {},
+    )
     exp = tracking.setup(uri, tracking.experiment_name("digits"))
     tags = tracking.run_tags(cfg, key) | ({"mlflow.parentRunId": parent} if parent else {})
     with mlflow.start_run(experiment_id=exp, tags=tags) as run:
@@ -99,12 +150,15 @@ def store(tmp_path_factory):
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment("ecqx-bench/digits", artifact_location=(tmp / "artifacts").as_uri())
     ids = {}
-    for method, grid in {"ecqx": [(0.2, 3000, 0.960), (0.5, 2000, 0.955), (1.0, 1500, 0.90)],
-                         "ecq": [(0.2, 3200, 0.958), (0.5, 2200, 0.950), (1.0, 1600, 0.85)]}.items():
+    for method, grid in {
+        "ecqx": [(0.2, 3000, 0.960), (0.5, 2000, 0.955), (1.0, 1500, 0.90)],
+        "ecq": [(0.2, 3200, 0.958), (0.5, 2200, 0.950), (1.0, 1600, 0.85)],
+    }.items():
         for lam, size, acc in grid:
             for seed in (0, 1):
-                ids[f"{method}-{lam}-{seed}"] = log_run(uri, method, size + 10 * seed, acc - 0.002 * seed, seed=seed,
-                                                        params={"Lambda": lam})
+                ids[f"{method}-{lam}-{seed}"] = log_run(
+                    uri, method, size + 10 * seed, acc - 0.002 * seed, seed=seed, params={"Lambda": lam}
+                )
     ids["uniform"] = log_run(uri, "uniform_qat", 5000, 0.965)
     ids["magnitude"] = log_run(uri, "magnitude", 30000, 0.97, bits=None, params={"target_sparsity": 0.5})
     ids["invalid"] = log_run(uri, "ecqx", 500, 0.96, valid=False, params={"Lambda": 0.7})
@@ -123,8 +177,18 @@ def test_reports_regenerate_byte_identically(store, tmp_path):
     second = write_reports("digits", uri, tmp_path / "b")
     names = sorted(p.name for p in first)
     assert names == sorted(p.name for p in second)
-    for name in ("report.md", "table.md", "fronts.csv", "rate_accuracy.png", "pareto.png", "bd_rate.csv",
-                 "bd_rate.md", "profiles.csv", "profiles.png", "profiles.md"):
+    for name in (
+        "report.md",
+        "table.md",
+        "fronts.csv",
+        "rate_accuracy.png",
+        "pareto.png",
+        "bd_rate.csv",
+        "bd_rate.md",
+        "profiles.csv",
+        "profiles.png",
+        "profiles.md",
+    ):
         assert name in names, name
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     report = (tmp_path / "a" / "report.md").read_text()

@@ -58,8 +58,9 @@ def check_nested(study: optuna.Study, tracking_uri: str, statuses=("FINISHED",))
     mlflow.set_tracking_uri(tracking_uri)
     parent = study.user_attrs[search.PARENT_ATTR]
     exp = mlflow.get_experiment_by_name("ecqx-bench/digits")
-    parents = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.study = '{STUDY}' and tags.role = 'study'",
-                                 output_format="list")
+    parents = mlflow.search_runs(
+        [exp.experiment_id], filter_string=f"tags.study = '{STUDY}' and tags.role = 'study'", output_format="list"
+    )
     assert [r.info.run_id for r in parents] == [parent]
     for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL)):
         run = mlflow.get_run(t.user_attrs["mlflow_run_id"])
@@ -124,8 +125,18 @@ def postgres_dbs():
 @pytest.mark.postgres
 def test_two_machines_share_a_postgres_study(tmp_path, postgres_dbs):
     optuna_url, mlflow_url = (search.db_url(url) for url in postgres_dbs)  # SQLAlchemy 2.1 needs the driver
-    argv = [sys.executable, "-m", "benchmarks.cli", *ARGS, "--trials", "4", "--storage", optuna_url,
-            "--tracking-uri", mlflow_url]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.cli",
+        *ARGS,
+        "--trials",
+        "4",
+        "--storage",
+        optuna_url,
+        "--tracking-uri",
+        mlflow_url,
+    ]
     procs = []
     for machine in ("m1", "m2"):  # own folders: own caches and logs, as on two machines
         (tmp_path / machine).mkdir()
@@ -215,8 +226,10 @@ def test_sampler_is_reproducible_and_workers_differ():
 
     def params(seed: int, n: int = 12) -> list[dict]:
         study = optuna.create_study(directions=search.DIRECTIONS, sampler=search.TrialSeededSampler(seed, 4))
-        study.optimize(lambda t: (sum(float(search_space.suggest(t, k, d)) for k, d in space.items()), t.params["bits"]),
-                       n_trials=n)
+        study.optimize(
+            lambda t: (sum(float(search_space.suggest(t, k, d)) for k, d in space.items()), t.params["bits"]),
+            n_trials=n,
+        )
         return [t.params for t in study.trials]
 
     a = params(0)

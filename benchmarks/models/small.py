@@ -24,7 +24,9 @@ def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] 
 
 
 @MODELS.register("small_cnn")
-def small_cnn(num_classes: int, input_shape: tuple[int, ...], channels: tuple[int, int] | list[int] = (16, 32)) -> nn.Module:
+def small_cnn(
+    num_classes: int, input_shape: tuple[int, ...], channels: tuple[int, int] | list[int] = (16, 32)
+) -> nn.Module:
     """Two [Conv3x3 -> BatchNorm -> ReLU] blocks (the second with 2x2 max-pooling) and a Linear head."""
     c_in, h, w = input_shape
     c1, c2 = channels
