@@ -7,6 +7,8 @@ Cost of putting weight w in cluster c (Becking et al. 2022, eq. 4-6):
 
 with P_c from the nearest-neighbour histogram (P_0 raised to at least 0.5), λ_l = Λ · δ_l · λ_max,l
 and δ_l = (N_l/N_max + 0.05)/1.05. Clusters that are empty under nearest neighbour cannot be chosen.
+ECQx's β is chosen so the layer's sparsity lands in [max(0, s_ECQ - p), s_ECQ]; the official code
+instead skips the search (relevance has no effect) whenever s_ECQ <= p.
 Everything is computed in the weight's dtype and gives exactly what the direct (C x N) argmin gives.
 
 Speed (large layers): over w, cluster k's cost is the parabola (w - w_c)^2 + pen_k, so the argmin is
