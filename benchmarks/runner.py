@@ -8,7 +8,6 @@ check the weights are bit-identical and re-evaluate the decoded model.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 
 from benchmarks.config import ConfigError, RunConfig, pretrain_key, run_key
 from benchmarks.data import DATASETS, DataSplits
+from benchmarks.data.common import save_atomic
 from benchmarks.models import MODELS
 from benchmarks.train import EpochCallback, evaluate, fit, resolve_device, seed_everything
 from ecqx import METHODS, QuantizedModel, build_config, model_metrics
@@ -115,16 +115,6 @@ def build_model(cfg: RunConfig, data: DataSplits) -> torch.nn.Module:
     return MODELS.get(cfg.model.name)(data.num_classes, data.input_shape, **cfg.model.options)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: EpochCallback | None):
     """The FP model after the pretraining stage, from the checkpoint cache or trained now.
     Returns (model, {"fp_val", "fp_test", "checkpoint"})."""
@@ -151,7 +141,7 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     model.load_state_dict(res.best)
     test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
     info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": key, "history": res.history}
-    _save_atomic({"state_dict": model.state_dict(), "info": info}, path)
+    save_atomic({"state_dict": model.state_dict(), "info": info}, path)
     return model, info
 
 

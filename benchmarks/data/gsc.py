@@ -23,8 +23,6 @@ mean/std. Raw features are cached in ``cache_dir`` (one .pt per fingerprint, wri
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import warnings
 import wave
 from pathlib import Path
@@ -44,6 +42,7 @@ from benchmarks.data.common import (
     limit_indices,
     mix,
     require,
+    save_atomic,
 )
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -222,19 +221,6 @@ def _audio(base: Path, item: Item, how: str) -> np.ndarray:
     return read_clip(base / name, how, start) * np.float32(volume)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _cached_features(path: Path, base: Path, selected: dict, how: str) -> dict[str, Tensor]:
     """Raw features per split, from the cache file or computed (and then cached)."""
     if path.is_file():
@@ -246,7 +232,7 @@ def _cached_features(path: Path, base: Path, selected: dict, how: str) -> dict[s
             warnings.warn(f"gsc: ignoring unreadable feature cache {path} ({error})", stacklevel=3)
     features = {split: _featurise(base, [item for item, _ in selected[split]], how) for split in SPLITS}
     try:
-        _save_atomic(features, path)
+        save_atomic(features, path)
     except OSError as error:
         warnings.warn(f"gsc: could not write feature cache {path} ({error})", stacklevel=3)
     return features

@@ -38,19 +38,21 @@ def _check_shape(name: str, input_shape: Sequence[int], ndim: int) -> tuple[int,
 # ---------------------------------------------------------------------------------- MLP ----
 
 
-def mlp(num_classes: int, input_shape: Sequence[int], *, hidden: Sequence[int] = MLP_GSC_HIDDEN) -> nn.Module:
-    """Flatten, then (Linear -> BatchNorm1d -> ReLU) per hidden width, then Linear to the classes.
+def mlp(
+    num_classes: int, input_shape: Sequence[int], *, hidden: Sequence[int] = MLP_GSC_HIDDEN, batch_norm: bool = True
+) -> nn.Module:
+    """Flatten, then (Linear -> [BatchNorm1d ->] ReLU) per hidden width, then Linear to the classes.
 
     Input (B, *input_shape) -> logits (B, num_classes).
     """
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for out in hidden:
-        layers += [nn.Linear(width, out), nn.BatchNorm1d(out), nn.ReLU()]
+        layers += [nn.Linear(width, out), *([nn.BatchNorm1d(out)] if batch_norm else []), nn.ReLU()]
         width = out
     layers.append(nn.Linear(width, num_classes))
     model = nn.Sequential(*layers)
-    model.lrp_canonizer = "sequential_bn"
+    model.lrp_canonizer = "sequential_bn" if batch_norm else "none"
     return model
 
 

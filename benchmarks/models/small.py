@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from benchmarks.models import MODELS
+from benchmarks.models.paper import mlp as paper_mlp
 
 
 @MODELS.register("mlp")
 def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] | list[int] = (128, 64)) -> nn.Module:
     """Flatten -> [Linear -> ReLU] x len(hidden) -> Linear. No BatchNorm (plain LRP, no canonizer)."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(input_shape)
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, num_classes))
-    model = nn.Sequential(*layers)
-    model.lrp_canonizer = "none"
-    return model
+    return paper_mlp(num_classes, input_shape, hidden=tuple(hidden), batch_norm=False)
 
 
 @MODELS.register("small_cnn")
