@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from baselines.uniform_qat import SCALES, symmetric_grid
 from ecqx.assignment import nearest_indices
-from ecqx.codebook import Grid, check_bits
-from ecqx.ecqx_method import check_range
-from ecqx.method import METHODS, GridMethod
-from ecqx.quantized import QuantizedModel
+from ecqx.checks import check_bits, check_choice, check_int, check_range
+from ecqx.codebook import SCALES, Grid, symmetric_grid
+from ecqx.latent import LatentMethod
+from ecqx.method import METHODS
 
 SCOPES = ("global", "layer")
 
@@ -51,15 +50,15 @@ def prune_masks(scores: dict[str, Tensor], sparsity: float, scope: str) -> dict[
 
 
 @METHODS.register("magnitude")
-class MagnitudePruning(GridMethod):
+class MagnitudePruning(LatentMethod):
     """Gradual magnitude pruning to ``target_sparsity``; ``bits`` also quantizes the survivors."""
 
     @dataclass(frozen=True)
     class Config:
         target_sparsity: float = 0.9  # s_f: final share of zero weights
         start: float = 0.0  # t_0 as a fraction of all optimizer steps
-        end: float = 0.75  # t_1 as a fraction of all optimizer steps (then fixed-mask fine-tuning)
-        update_every: int = 10  # Δt: steps between mask updates
+        end: float = 0.6  # t_1 as a fraction of all optimizer steps (then fixed-mask fine-tuning)
+        update_every: int = 5  # Δt: steps between mask updates
         scope: str = "global"  # global | layer
         bits: int | None = None  # b: quantize survivors to a symmetric b-bit grid; None keeps FP32
         scale: str = "percentile"  # grid range for bits (see uniform_qat)
@@ -70,12 +69,9 @@ class MagnitudePruning(GridMethod):
             check_range("target_sparsity", self.target_sparsity, 0.0, 1.0)
             check_range("start", self.start, 0.0, 1.0)
             check_range("end", self.end, self.start, 1.0)
-            if not isinstance(self.update_every, int) or self.update_every < 1:
-                raise ValueError(f"update_every must be an integer >= 1, got {self.update_every!r}")
-            if self.scope not in SCOPES:
-                raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-            if self.scale not in SCALES:
-                raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+            check_int("update_every", self.update_every, 1)
+            check_choice("scope", self.scope, SCOPES)
+            check_choice("scale", self.scale, SCALES)
             if self.bits is not None:
                 check_bits(self.bits)
 
@@ -89,14 +85,14 @@ class MagnitudePruning(GridMethod):
         """Only once the schedule has reached the target sparsity."""
         return self.sparsity >= self.config.target_sparsity
 
-    def make_grid(self, name: str, weight: Tensor) -> Grid:
+    def make_grid(self, name: str, weight: Tensor) -> Grid | None:
+        """The symmetric b-bit grid of uniform QAT for the survivors, or None (float32 survivors)."""
         bits = self.config.bits
-        return symmetric_grid(weight, bits, self.config.scale) if bits else Grid(1.0, 0, 0, 32)
+        return symmetric_grid(weight, bits, self.config.scale) if bits is not None else None
 
-    def current_values(self, name: str) -> Tensor:
-        if self.config.bits is None:
-            return torch.where(self.masks[name], self.latent[name], 0.0)  # +0.0, never -0.0
-        return super().current_values(name)
+    def float_values(self, name: str) -> Tensor:
+        """Surviving latent weights, pruned ones +0.0 (never -0.0: the coder would keep it as a survivor)."""
+        return torch.where(self.masks[name], self.latent[name], 0.0)
 
     def _update_masks(self) -> None:
         cfg = self.config
@@ -111,18 +107,11 @@ class MagnitudePruning(GridMethod):
         self.masks = prune_masks(scores, target, cfg.scope)
         self.sparsity = target
 
-    def assign_all(self, model: nn.Module, batch) -> None:
+    def compress(self, model: nn.Module, batch) -> None:
         self._update_masks()
-        if self.config.bits is None:
-            return
-        for name, latent in self.latent.items():
+        for name in self.grids:
+            latent = self.latent[name]
             grid = self.grids[name]
             idx = nearest_indices(latent, self.centroids[name])
             idx = torch.where(self.masks[name], idx, torch.full_like(idx, grid.zero_index))
             self.indices[name] = self.compact(idx)
-
-    def finalize(self, model: nn.Module) -> QuantizedModel:
-        if self.config.bits is not None:
-            return super().finalize(model)
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return QuantizedModel({}, state, list(self.layers))

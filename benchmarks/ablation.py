@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.config import CONFIG_DIR, ConfigError, deep_merge, from_dict, load_suite, load_yaml, make_run_config
+from benchmarks.config import CONFIG_DIR, ConfigError, deep_merge, from_dict, load_yaml
+from benchmarks.suite import load_suite, run_config
 
 BASE = "base"
 METRICS = [  # (column in the run record, label, scale)
@@ -45,21 +46,19 @@ def load_ablation(name: str) -> AblationConfig:
 
 
 def ablation_configs(ab: AblationConfig, quick: bool = False, overrides: dict[str, Any] | None = None):
-    """[(branch label, seed, RunConfig)] for the base and every branch, validated up front."""
-    from benchmarks.runner import validate
-
+    """[(branch label, seed, RunConfig)] for the base and every branch, validated up front. A branch
+    changes the base's method params (``params:``) or any other RunConfig field."""
     suite = load_suite(ab.suite)
-    base = deep_merge(suite.base, {"suite": f"{ab.suite}-ablation", "model": {"name": ab.model}})
-    over = deep_merge(suite.quick, overrides or {}) if quick else overrides or {}
+    suite.name = f"{ab.suite}-ablation"  # its own experiment: never mixed into the suite's tables
     seeds = ab.quick.get("seeds", ab.seeds[:1]) if quick else ab.seeds
     branches = list(ab.branches.items())[: ab.quick.get("branches", 2)] if quick else list(ab.branches.items())
     out = []
     for label, change in [(BASE, {}), *branches]:
+        params = deep_merge(ab.params, change.get("params", {}))
+        rest = {k: v for k, v in change.items() if k != "params"}
+        over = deep_merge(deep_merge(rest, suite.quick) if quick else rest, overrides or {})  # quick wins over a branch
         for seed in seeds:
-            data = deep_merge(deep_merge(base, {"seed": seed}), {k: v for k, v in change.items() if k != "params"})
-            params = deep_merge(ab.params, change.get("params", {}))
-            cfg = make_run_config(data, ab.method, params, over)
-            validate(cfg)
+            cfg = run_config(suite, ab.method, params, model=ab.model, seed=seed, overrides=over)
             out.append((label, seed, cfg))
     return out
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import ConfigError, SuiteConfig, deep_merge, load_suite, make_run_config, parse_overrides
+from benchmarks.config import ConfigError, describe, parse_overrides
 from benchmarks.data import DatasetError
+from benchmarks.suite import grid, load_suite, run_config
 from ecqx.registry import UnknownNameError
 
 USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError)
@@ -66,23 +66,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def suite_base(suite: SuiteConfig, quick: bool, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(base config dict, override dict) for runs of ``suite``."""
-    base = deep_merge(suite.base, {"suite": suite.name})
-    over = parse_overrides(overrides)
-    return base, deep_merge(suite.quick, over) if quick else over
-
-
 def cmd_run(args) -> int:
     from benchmarks.tracking import tracked_run
 
     suite = load_suite(args.suite)
-    base, over = suite_base(suite, args.quick, args.overrides)
-    base = deep_merge(base, {"model": {"name": args.model or suite.models[0]}, "seed": suite.seeds[0]})
     params: dict[str, Any] = {} if args.bits is None else {"bits": args.bits}
-    if args.seed is not None:
-        over = deep_merge(over, {"seed": args.seed})
-    cfg = make_run_config(base, args.method, params, over)
+    cfg = run_config(
+        suite, args.method, params, model=args.model, seed=args.seed, quick=args.quick, overrides=args.overrides
+    )
     record = tracked_run(cfg, data_dir=args.data_dir, tracking_uri=args.tracking_uri, skip_finished=not args.force)
     _print_record(record)
     if args.json:
@@ -102,53 +93,32 @@ def _print_record(r: dict[str, Any]) -> None:
     )
 
 
-def expand(variant: dict[str, Any]) -> list[dict[str, Any]]:
-    """A grid variant with list values -> the product of its values ({bits: [2, 3]} -> 2 variants)."""
-    keys = list(variant)
-    values = [v if isinstance(v, list) else [v] for v in variant.values()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-def suite_grid(suite: SuiteConfig, base: dict[str, Any], over: dict[str, Any], quick: bool = False):
-    """Every (model, method, params, seed) of the suite as resolved RunConfigs, validated up front.
-    ``quick`` keeps the first model, seed and variant of each method (a smoke run of every method)."""
-    cfgs = []
-    models, seeds = (suite.models[:1], suite.seeds[:1]) if quick else (suite.models, suite.seeds)
-    for model in models:
-        for method, variants in suite.methods.items():
-            grid = [p for v in variants or [{}] for p in expand(v)]
-            for params in grid[:1] if quick else grid:
-                for seed in seeds:
-                    b = deep_merge(base, {"model": {"name": model}, "seed": seed})
-                    cfgs.append(make_run_config(b, method, params, over))
-    from benchmarks.runner import validate
-
-    for cfg in cfgs:
-        validate(cfg)
-    return cfgs
-
-
 def cmd_suite(args) -> int:
-    from benchmarks.suite import run_grid, summary_line, timed
+    from benchmarks.workers import run_grid, summary_line, timed
 
     suite = load_suite(args.suite)
-    base, over = suite_base(suite, args.quick, args.overrides)
-    cfgs = suite_grid(suite, base, over, quick=args.quick)
+    cfgs = grid(suite, quick=args.quick, overrides=args.overrides)
     quick = " (quick: first model, seed and setting per method)" if args.quick else ""
     print(f"suite {suite.name}: {len(cfgs)} runs with {args.workers} worker(s){quick}", flush=True)
 
     def report(done: int, total: int, cfg, record) -> None:
         if args.workers > 1:
-            print(f"[{done}/{total}] done: {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
+            print(f"[{done}/{total}] done: {describe(cfg)}", flush=True)
         if not record.get("skipped"):
             _print_record(record)
 
-    from benchmarks.tracking import experiment_name, setup
+    from benchmarks.runs import experiment_name
+    from benchmarks.tracking import setup
 
     setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
     records, seconds = timed(
         lambda: run_grid(
-            cfgs, workers=args.workers, data_dir=args.data_dir, tracking_uri=args.tracking_uri, report=report
+            cfgs,
+            workers=args.workers,
+            data_dir=args.data_dir,
+            tracking_uri=args.tracking_uri,
+            report=report,
+            plugins=suite.plugins,
         )
     )
     print(summary_line(suite.name, records, seconds))

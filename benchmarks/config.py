@@ -1,8 +1,9 @@
-"""Typed run and suite configs loaded from YAML, with dotted command-line overrides.
+"""Typed run configs: dataclasses loaded from YAML, dotted command-line overrides, run identity.
 
-Unknown keys and wrong types fail at load time with the key's dotted name (``ConfigError``).
-A method's own hyperparameters live in its nested ``Config`` dataclass (see ``ecqx.METHODS``); they
-are validated by building that dataclass.
+Unknown keys and wrong types fail at load time with the key's dotted name (``ConfigError``). A
+method's hyperparameters are its own ``Config`` dataclass (``ecqx.METHODS``): ``RunConfig.params``
+holds that instance, resolved once by :func:`make_run_config`, and its defaults are the only
+defaults (YAML files hold grids and suite choices, never second copies).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +20,14 @@ from typing import Any
 
 import yaml
 
+import baselines  # noqa: F401  (registers the comparison methods in ecqx.METHODS)
+from ecqx import METHODS
+from ecqx.method import check_keys
+from ecqx.registry import UnknownNameError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
+OPTIMIZERS, SCHEDULES = ("adam", "sgd"), ("cosine", "constant")
+MAX_SEED = 2**32 - 1  # NumPy's seed range
 
 
 class ConfigError(ValueError):
@@ -57,7 +66,7 @@ class RunConfig:
     suite: str = "adhoc"  # suite name (a tag; not part of the identity)
     seed: int = 0  # seeds Python, NumPy and torch
     method: str = "ecqx"  # registry key in ecqx.METHODS
-    params: dict[str, Any] = field(default_factory=dict)  # the method's Config fields (Λ, b, p, ...)
+    params: Any = None  # the method's Config instance (Λ, b, p, ...); from a mapping via make_run_config
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=1e-3))  # FP stage
@@ -65,20 +74,6 @@ class RunConfig:
     eval_batch_size: int = 512  # examples per evaluation batch
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     verify_coding: bool = True  # encode, decode, compare and re-evaluate the bitstream
-
-
-@dataclass
-class SuiteConfig:
-    """A grid of runs: every model x every method variant x every seed, on one base config."""
-
-    name: str = "digits"
-    description: str = ""
-    base: dict[str, Any] = field(default_factory=dict)  # RunConfig fields shared by all runs
-    models: list[str] = field(default_factory=lambda: ["mlp"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    methods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> list of param sets
-    quick: dict[str, Any] = field(default_factory=dict)  # overrides applied by --quick (smoke runs)
-    tolerance: float = 0.01  # leaderboard: allowed drop of the test metric vs FP (absolute)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,23 +84,27 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _check_union(value: Any, tp: Any, key: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _check_value(value, arg, key)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+
+
 def _check_value(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_value(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+        return _check_union(value, tp, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -128,20 +127,28 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+def checked_values(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` checked against the fields of dataclass ``cls`` (unknown keys, wrong types ->
+    ConfigError naming the dotted key); returns the values converted (ints to floats, ...)."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f" in {prefix}" if prefix else ""
         raise ConfigError(f"unknown config key(s){where}: {', '.join(unknown)}; allowed: {', '.join(names)}")
-    values = {k: _check_value(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**values)
+    return {k: _check_value(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError. A
+    RunConfig is resolved by :func:`config_from_dict` (its params are typed by its method)."""
+    if cls is RunConfig:
+        return config_from_dict(data)
+    return cls(**checked_values(cls, data, prefix))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    """Plain nested dict of a config dataclass."""
+    """Plain nested dict of a config dataclass (the method's params included)."""
     return dataclasses.asdict(obj)
 
 
@@ -164,7 +171,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is set to a value and to a mapping")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not a valid YAML scalar") from None
     return out
 
 
@@ -174,39 +186,79 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
 
 
-def suite_names() -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / "suites").glob("*.yaml"))
+# --------------------------------------------------------------------------------------------
+# resolving a run
 
 
-def load_suite(name: str) -> SuiteConfig:
-    """The suite ``benchmarks/configs/suites/<name>.yaml`` (or a path to a suite YAML file) merged
-    over ``base.yaml``."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "suites" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown suite {name!r}; known: {', '.join(suite_names())} (or a path to a suite .yaml)")
-    suite = from_dict(SuiteConfig, load_yaml(path), f"suite {name}")
-    suite.base = deep_merge(load_yaml(CONFIG_DIR / "base.yaml"), suite.base)
-    return suite
+def method_config_class(method: str) -> type:
+    """The ``Config`` dataclass of registered method ``method`` (ConfigError naming the known ones)."""
+    try:
+        return METHODS.get(method).Config
+    except UnknownNameError as e:
+        raise ConfigError(f"method: {e}") from None
 
 
-def method_defaults(method: str) -> dict[str, Any]:
-    """The paper defaults of ``method`` from ``configs/methods/<method>.yaml`` (may be empty)."""
-    path = CONFIG_DIR / "methods" / f"{method}.yaml"
-    return load_yaml(path) if path.is_file() else {}
+def resolve_params(method: str, values: dict[str, Any] | None) -> Any:
+    """The method's ``Config`` from a mapping: unknown keys, wrong types and invalid values raise
+    ConfigError naming the key (``params.<field>``)."""
+    cls = method_config_class(method)
+    values = dict(values or {})
+    try:
+        check_keys(cls, values)
+    except ValueError as e:
+        raise ConfigError(f"params for method {method!r}: {e}") from None
+    checked = checked_values(cls, values, "params")
+    try:
+        return cls(**checked)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params for method {method!r}: {e}") from None
+
+
+def validate(cfg: RunConfig) -> None:
+    """Registry names, seed and optimizer settings of a resolved run (ConfigError naming the key)."""
+    from benchmarks.data import DATASETS
+    from benchmarks.models import MODELS
+
+    for registry, name, what in ((DATASETS, cfg.data.name, "data.name"), (MODELS, cfg.model.name, "model.name")):
+        try:
+            registry.get(name)
+        except UnknownNameError as e:
+            raise ConfigError(f"{what}: {e}") from None
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed: must be in 0..{MAX_SEED}, got {cfg.seed}")
+    if cfg.eval_batch_size < 1:
+        raise ConfigError(f"eval_batch_size: must be >= 1, got {cfg.eval_batch_size}")
+    for stage in ("pretrain", "train"):
+        o = getattr(cfg, stage)
+        if o.epochs < 0 or o.batch_size < 1 or not (math.isfinite(o.lr) and o.lr > 0):
+            raise ConfigError(f"{stage}: epochs must be >= 0, batch_size >= 1 and lr a finite number > 0")
+        if not all(math.isfinite(v) and v >= 0 for v in (o.momentum, o.weight_decay)):
+            raise ConfigError(f"{stage}: momentum and weight_decay must be finite numbers >= 0")
+        if o.optimizer not in OPTIMIZERS or o.schedule not in SCHEDULES:
+            raise ConfigError(f"{stage}: optimizer must be adam|sgd and schedule cosine|constant")
 
 
 def make_run_config(base: dict[str, Any], method: str, params: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
-    """Resolve a run: base <- method defaults (params) <- grid params <- command-line overrides."""
-    data = deep_merge(base, {"method": method, "params": deep_merge(method_defaults(method), params)})
-    data = deep_merge(data, overrides)
-    return from_dict(RunConfig, data)
+    """Resolve and validate a run: base <- grid params <- command-line overrides; the method's
+    params become its ``Config`` (defaults from the dataclass). Raises ConfigError on bad input."""
+    data = deep_merge(deep_merge(base, {"method": method, "params": params}), overrides)
+    if not isinstance(data.get("params", {}), dict):
+        raise ConfigError(f"params: expected a mapping, got {data['params']!r}")
+    values = checked_values(RunConfig, {k: v for k, v in data.items() if k != "params"})
+    cfg = RunConfig(**values, params=resolve_params(values.get("method", "ecqx"), data.get("params")))
+    validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# identity
 
 
 def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -229,13 +281,10 @@ _MISSING = object()
 def identity_fields(cfg: RunConfig) -> dict[str, Any]:
     """The resolved, non-default fields that determine a run's numbers, plus method and seed (the
     suite name is left out; a new config field with a default leaves existing identities alone)."""
-    from ecqx import METHODS
-
     d = to_dict(cfg)
     d.pop("suite")
-    method_defaults_ = to_dict(METHODS.get(cfg.method).Config()) if cfg.method in METHODS else {}
-    params = _non_default(d.pop("params"), method_defaults_)
-    out = _non_default(d, to_dict(RunConfig()))
+    params = _non_default(d.pop("params"), to_dict(type(cfg.params)()))
+    out = _non_default(d, {k: v for k, v in to_dict(RunConfig()).items() if k != "params"})
     return {**out, "method": cfg.method, "seed": cfg.seed, "params": params}
 
 
@@ -255,3 +304,19 @@ def pretrain_key(cfg: RunConfig, data_fingerprint: str) -> str:
     d = _non_default(to_dict(cfg), to_dict(RunConfig()))
     keep = {k: d[k] for k in ("data", "model", "pretrain", "eval_batch_size") if k in d}
     return stable_hash({"pretrain": keep, "seed": cfg.seed, "data": data_fingerprint})
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from its plain-dict form (``to_dict``, e.g. a run's config.yaml), resolved and
+    validated like :func:`make_run_config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run config must be a mapping, got {type(data).__name__}")
+    rest = {k: v for k, v in data.items() if k not in ("method", "params")}
+    return make_run_config(rest, data.get("method", RunConfig.method), data.get("params") or {}, {})
+
+
+def describe(cfg: RunConfig) -> str:
+    """A short label of a run: model, method, its non-default params and the seed."""
+    changed = _non_default(to_dict(cfg.params), to_dict(type(cfg.params)()))
+    shown = " ".join(f"{k}={v}" for k, v in changed.items())
+    return f"{cfg.model.name} {cfg.method}{' ' + shown if shown else ''} seed {cfg.seed}"

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.config import ConfigError, RunConfig, from_dict
+from benchmarks.config import ConfigError, RunConfig, config_from_dict
 from benchmarks.runner import build_model, load_data
+from benchmarks.runs import download
 from benchmarks.train import evaluate, resolve_device
 from ecqx import model_metrics
 
 
-def _from_run(run_id: str, tracking_uri: str | None) -> tuple[Path, Path]:
-    """Download ``model.ecqx`` and ``config.yaml`` of an MLflow run."""
-    import mlflow
-
-    from benchmarks.tracking import DEFAULT_TRACKING_URI
-
-    mlflow.set_tracking_uri(tracking_uri or DEFAULT_TRACKING_URI)
-    try:
-        bitstream = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.ecqx"))
-        config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml"))
-    except Exception as e:  # MLflow raises several types for unknown runs/artifacts
-        raise ConfigError(f"cannot fetch model.ecqx/config.yaml of MLflow run {run_id!r}: {e}") from None
-    return bitstream, config
+def _from_run(run_id: str, tracking_uri: str | None, folder: Path) -> tuple[Path, Path]:
+    """Download ``model.ecqx`` and ``config.yaml`` of an MLflow run into ``folder``."""
+    return download(run_id, "model.ecqx", folder, tracking_uri), download(run_id, "config.yaml", folder, tracking_uri)
 
 
 def decode_and_evaluate(
@@ -41,14 +33,15 @@ def decode_and_evaluate(
     from ecqx.coding import decode
 
     path = Path(source)
-    if path.is_file():
-        config_path = config_path or path.with_name("config.yaml")
-        if not config_path.is_file():
-            raise ConfigError(f"no config for {path}: pass --config (the run's config.yaml artifact)")
-    else:
-        path, config_path = _from_run(source, tracking_uri)
-    cfg: RunConfig = from_dict(RunConfig, yaml.safe_load(config_path.read_text()))
-    data_bytes = path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_file():
+            config_path = config_path or path.with_name("config.yaml")
+            if not config_path.is_file():
+                raise ConfigError(f"no config for {path}: pass --config (the run's config.yaml artifact)")
+        else:
+            path, config_path = _from_run(source, tracking_uri, Path(tmp))
+        cfg: RunConfig = config_from_dict(_read_yaml(config_path))
+        data_bytes = path.read_bytes()
     qm = decode(data_bytes)
     data = load_data(cfg, data_dir, cache_dir)
     device = resolve_device(cfg.device)
@@ -67,3 +60,10 @@ def decode_and_evaluate(
         "method": cfg.method,
         "suite": cfg.suite,
     }
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not a readable run config ({e})") from None

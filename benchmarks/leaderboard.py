@@ -15,29 +15,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks import tables, tracking
-from benchmarks.config import (
-    RunConfig,
-    SuiteConfig,
-    deep_merge,
-    from_dict,
-    load_suite,
-    make_run_config,
-    method_defaults,
-    stable_hash,
-    suite_names,
-    to_dict,
-)
+from benchmarks import tables
+from benchmarks.config import RunConfig, from_dict, to_dict
+from benchmarks.runs import load_runs
+from benchmarks.suite import SuiteConfig, load_suite, run_config, suite_names
+from benchmarks.tracking import flatten, mlflow_params
 
 LEADERBOARD = Path("results/LEADERBOARD.md")
 TOP = 10  # entries shown per division
-IDENTITY_SKIP = {"params.seed", "params.suite", "params.device"}  # not part of a configuration
 BUDGET_KEYS = ("data.name", "data.limit", "data.options", "model.options", "pretrain.epochs", "train.epochs")
 DATA_KEYS = ("data.name", "data.limit", "data.options")  # the test split a metric is measured on
 EPS = 1e-9  # float slack of the tolerance test (metric fractions)
@@ -47,59 +37,28 @@ EPS = 1e-9  # float slack of the tolerance test (metric fractions)
 
 
 def load_suite_runs(suite: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """Every FINISHED run of the suite's experiment with a verified size (tag valid=true, metric
-    roundtrip_ok=1, a coded_bytes metric): grid runs (``kind`` "grid") and search trials, i.e. runs
-    nested under a study run (``kind`` "trial"). Study parent runs have no size and drop out.
-    Metric and tag columns lose their prefix; ``config_id`` names the configuration without seed."""
-    mlflow = tracking._mlflow()
-    uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(tracking.experiment_name(suite))
-    if exp is None:
-        return pd.DataFrame()
-    df = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
-    df = df.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("metrics.", "tags.")) else c)
-    for col in ("coded_bytes", "roundtrip_ok", "valid", "mlflow.parentRunId", "git_commit", "git_dirty"):
-        if col not in df:
-            df[col] = np.nan
-    df = df[df["coded_bytes"].notna() & (df["valid"] == "true") & (df["roundtrip_ok"] == 1)].copy()
-    if df.empty:
-        return pd.DataFrame()
-    df["kind"] = np.where(df["mlflow.parentRunId"].notna(), "trial", "grid")
-    df["config_id"] = df.apply(config_id, axis=1)
-    df["key_params"] = df.apply(key_params, axis=1)
-    return df.sort_values(["model", "method", "config_id", "seed", "run_id"]).reset_index(drop=True)
-
-
-def config_id(row: pd.Series) -> str:
-    """Hash of a run's MLflow params except seed, suite and device: runs that differ only by seed
-    share it."""
-    items = {k: row[k] for k in row.index if k.startswith("params.") and k not in IDENTITY_SKIP}
-    return stable_hash({k: v for k, v in items.items() if isinstance(v, str)}, 12)
-
-
-@cache
-def _defaults(method: str) -> dict[str, str]:
-    return {k: str(v) for k, v in method_defaults(method).items()}
+    """The runs that count for the leaderboard and the reports: every FINISHED run of the suite's
+    experiment with a verified size (tag valid=true, metric roundtrip_ok=1, a coded_bytes metric),
+    grid runs and search trials alike (``kind``), with ``key_params`` (see :func:`key_params`)."""
+    df = load_runs(suite, tracking_uri, trials=True, coded=True)
+    if not df.empty:
+        df["key_params"] = df.apply(key_params, axis=1)
+    return df
 
 
 def key_params(row: pd.Series) -> str:
-    """The method's grid variable and every param that differs from its paper default, e.g.
+    """The method's grid variable and every param that differs from its default, e.g.
     'Λ=0.5, p=0.2' (bits are shown apart); '-' when none."""
-    always = tables.SETTING_PARAMS.get(row["method"], [])
-    names = sorted(c.removeprefix("params.params.") for c in row.index if c.startswith("params.params."))
-    defaults, parts = _defaults(row["method"]), []
-    for name in [*[n for n in always if n in names], *[n for n in names if n not in always]]:
-        value = row[f"params.params.{name}"]
-        if name != "bits" and isinstance(value, str) and (name in always or value != defaults.get(name)):
-            parts.append(f"{tables.SYMBOLS.get(name, name)}={value}")
-    return ", ".join(parts) or "-"
+    config = row["method_config"]
+    if config is None:
+        return "-"
+    defaults = tables.params_of(type(config)())
+    varying = {row["method"]: [k for k, v in tables.params_of(config).items() if v != defaults.get(k)]}
+    return tables.setting_label(row, varying)
 
 
 def _reference_params(suite: SuiteConfig, prefixes: tuple[str, ...]) -> dict[str, str]:
-    flat = tracking.flatten(to_dict(from_dict(RunConfig, suite.base)))
+    flat = flatten(to_dict(from_dict(RunConfig, suite.base)))
     return {k: v for k, v in flat.items() if k.startswith(prefixes)}
 
 
@@ -184,17 +143,22 @@ def _yaml_value(text: str) -> str:
 def reproduce_command(row: pd.Series, suite: str) -> str:
     """The ``ecqx-bench run`` command line that resolves to the run's config (its MLflow params):
     suite, method, bits, model and seed as options, every other differing field as key=value."""
-    from benchmarks.cli import suite_base
-
     params = {c.removeprefix("params."): v for c, v in row.items() if c.startswith("params.") and isinstance(v, str)}
-    bits, model, seed = params.get("params.bits", "None"), params["model.name"], params["seed"]
-    base = deep_merge(suite_base(load_suite(suite), False, [])[0], {"model": {"name": model}, "seed": int(seed)})
-    cfg = make_run_config(base, row["method"], {} if bits == "None" else {"bits": int(bits)}, {})
-    default = tracking.flatten(to_dict(cfg))
+    bits = getattr(row["method_config"], "bits", None)
+    model, seed = params["model.name"], params["seed"]
+    cfg = run_config(
+        load_suite(suite), row["method"], {} if bits is None else {"bits": bits}, model=model, seed=int(seed)
+    )
+    default = mlflow_params(cfg)
     argv = ["ecqx-bench", "run", "--suite", suite, "--method", row["method"]]
-    argv += ([] if bits == "None" else ["--bits", bits]) + ["--model", model, "--seed", seed]
-    argv += [f"{k}={_yaml_value(v)}" for k, v in sorted(params.items()) if default.get(k) != v]
+    argv += ([] if bits is None else ["--bits", str(bits)]) + ["--model", model, "--seed", seed]
+    argv += [f"{_override_key(k)}={_yaml_value(v)}" for k, v in sorted(params.items()) if default.get(k) != v]
     return shlex.join(argv)
+
+
+def _override_key(param: str) -> str:
+    """The command-line key of an MLflow param (``method.Lambda`` -> ``params.Lambda``)."""
+    return "params." + param.removeprefix("method.") if param.startswith("method.") else param
 
 
 # ------------------------------------------------------------------ Markdown

@@ -7,7 +7,7 @@ VGG16-CIFAR at batch 64 on 3x32x32, MLP_GSC at batch 256 on 490 features), SGD w
 4-bit methods. Three measurements per device (CPU always, CUDA when present), each after warm-up,
 as medians of repeated runs:
 
-1. assignment: ``method.assign_all`` (every layer: histogram, λ, costs, β, indices) for ECQ and
+1. assignment: ``method.compress`` (every layer: histogram, λ, costs, β, indices) for ECQ and
    ECQx (relevances from one real LRP pass on a random batch) at 2 and 4 bit; seconds and weights/s.
 2. training step: zero_grad + forward + backward + optimizer.step + ``method.after_step`` for FP,
    uniform QAT, magnitude pruning, ECQ, ECQx (relevance every step) and ECQx (relevance every 8th
@@ -141,8 +141,8 @@ def bench_assignment(model_name: str, device: str, bits: int, repeats: int) -> l
         method.prepare(model)  # includes a first assignment (warm-up)
         if relevance:
             method.update_relevance(model, batch)  # real LRP relevances of the quantized model
-        method.assign_all(model, None)  # second warm-up, with relevance
-        times = [timed(lambda m=method, x=model: m.assign_all(x, None), device) for _ in range(repeats)]
+        method.compress(model, None)  # second warm-up, with relevance
+        times = [timed(lambda m=method, x=model: m.compress(x, None), device) for _ in range(repeats)]
         n = sum(w.numel() for w in method.latent.values())
         sec = statistics.median(times)
         rows.append(

@@ -5,183 +5,35 @@ under ``results/<suite>/``: ``table.md``/``.csv`` (via ``tables.write_tables``),
 ``pareto.png``, ``rate_accuracy.png``, ``bd_rate.csv``/``.md``, ``profiles.csv``/``.png``/``.md`` and
 ``report.md``. Nothing in them depends on the time of writing, so the same store gives the same bytes.
 Which runs count (verified sizes, the suite's budget, the tolerance test) is defined in
-``benchmarks.leaderboard``, shared with the leaderboard.
+``benchmarks.leaderboard``, shared with the leaderboard; the maths of fronts and BD deltas is in
+``benchmarks.pareto``.
 
 Units: sizes in bytes (real NNR bitstreams), metrics as fractions in data and as % in text and plots.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
-import numpy as np
 import pandas as pd
 
-from benchmarks import tables, tracking
-from benchmarks.config import SuiteConfig, load_suite
+from benchmarks import tables
 from benchmarks.leaderboard import best_runs, load_suite_runs, report_runs
+from benchmarks.pareto import BD_RANGE, bd_table, configuration_points, fronts
 from benchmarks.plots import plot_pareto, plot_profiles, plot_rate_accuracy
+from benchmarks.provenance import runs_line
+from benchmarks.runs import download
+from benchmarks.suite import SuiteConfig, load_suite
 
 RESULTS_DIR = Path("results")
-# ------------------------------------------------------------------ fronts
-
-
-def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One point per configuration (model, method, params except seed): mean coded size (bytes),
-    test metric and FP metric (fractions) over its seeds, with ``seeds`` and the run ids."""
-    g = df.groupby(["model", "method", "config_id"], sort=True)
-    points = g.agg(
-        coded_bytes=("coded_bytes", "mean"),
-        metric=(f"test_{metric}", "mean"),
-        fp=(f"fp_test_{metric}", "mean"),
-        seeds=("seed", "nunique"),
-        bits=("bits", "first"),
-        key_params=("key_params", "first"),
-        kind=("kind", "first"),
-        run_ids=("run_id", " ".join),
-    )
-    return points.reset_index()
-
-
-def pareto_front(points: pd.DataFrame, size: str = "coded_bytes", score: str = "metric") -> pd.DataFrame:
-    """The non-dominated points (no other point is at most as large and at least as good). Of equal
-    sizes the best score stays, of equal scores the smallest size; exact duplicates keep the first in
-    (size, -score, config_id) order. The result is sorted by size; size and score strictly increase."""
-    tiebreak = ["config_id"] if "config_id" in points else []
-    order = points.assign(_neg=-points[score]).sort_values([size, "_neg", *tiebreak], kind="mergesort")
-    keep, best = [], -math.inf
-    for idx, value in zip(order.index, order[score]):
-        if value > best:
-            keep.append(idx)
-            best = value
-    return order.loc[keep].drop(columns="_neg").reset_index(drop=True)
-
-
-def fronts(points: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto front (coded size vs metric) of every model and method."""
-    parts = [pareto_front(g) for _, g in points.groupby(["model", "method"], sort=True)]
-    return pd.concat(parts, ignore_index=True) if parts else points.iloc[:0]
-
-
-# ------------------------------------------------------------------ Bjøntegaard deltas
-
-
-@dataclass(frozen=True)
-class BDResult:
-    """A Bjøntegaard delta: ``value`` (None when it cannot be computed) and the reason why not."""
-
-    value: float | None
-    reason: str = ""
-
-
-def _pchip_mean(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
-    from scipy.interpolate import PchipInterpolator
-
-    return float(PchipInterpolator(x, y).integrate(lo, hi)) / (hi - lo)
-
-
-def _delta(ref: tuple, test: tuple, show) -> BDResult:
-    """Mean of y_test(x) - y_ref(x) over the overlap of the x ranges, each y a PCHIP of its x
-    (points sorted by x). ``show`` formats an x for the reason text."""
-    for name, (x, _) in (("reference", ref), ("compared", test)):
-        if len(x) < 2:
-            return BDResult(None, f"the {name} front has {len(x)} point(s), needs 2")
-        if np.any(np.diff(x) <= 0):
-            raise ValueError("BD inputs must be Pareto fronts: x values repeat")
-    lo, hi = max(ref[0][0], test[0][0]), min(ref[0][-1], test[0][-1])
-    if hi <= lo:
-        ranges = " and ".join(f"{show(x[0])}-{show(x[-1])}" for x, _ in (test, ref))
-        return BDResult(None, f"no overlap ({ranges})")
-    return BDResult(_pchip_mean(*test, lo, hi) - _pchip_mean(*ref, lo, hi))
-
-
-def _by(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    return x[order], y[order]
-
-
-def bd_rate(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
-    """BD-rate (%) of the test front against the reference: ln(size) as a PCHIP of the metric on each
-    front's points sorted by metric, mean difference over the overlapping metric range, then
-    (exp(mean) - 1)·100. Negative: the test method needs fewer bytes for the same metric."""
-    r = _delta(_by(ref_metric, np.log(ref_bytes)), _by(test_metric, np.log(test_bytes)), lambda m: f"{100 * m:.2f}%")
-    return r if r.value is None else BDResult(100.0 * math.expm1(r.value))
-
-
-def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
-    """BD-metric (fraction) of the test front against the reference: the metric as a PCHIP of
-    ln(size), mean difference over the overlapping ln(size) range. Positive: the test method scores
-    higher at the same size."""
-    return _delta(
-        _by(np.log(ref_bytes), ref_metric), _by(np.log(test_bytes), test_metric), lambda s: f"{math.exp(s):.0f} B"
-    )
-
-
-BD_RANGE = 0.05  # Bjøntegaard deltas use front points within this (absolute) metric drop of FP
-
-
-def bd_table(front: pd.DataFrame) -> pd.DataFrame:
-    """Every ordered pair of methods of a model: BD-rate (%) and BD-metric (percentage points) of
-    ``method`` against ``reference``, with the reason where one is n/a. Only front points within
-    ``BD_RANGE`` of the FP metric count (the operating range; collapsed models would dominate)."""
-    rows = []
-    front = front[front["metric"] >= front["fp"] - BD_RANGE]
-    for model, fm in front.groupby("model", sort=True):
-        methods = sorted(fm["method"].unique())
-        for a in methods:
-            for b in methods:
-                if a == b:
-                    continue
-                fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
-                args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
-                rate, met = bd_rate(*args), bd_metric(*args)
-                rows.append(
-                    {
-                        "model": model,
-                        "method": a,
-                        "reference": b,
-                        "points": len(fa),
-                        "reference_points": len(fb),
-                        "bd_rate_percent": rate.value,
-                        "bd_rate_note": rate.reason,
-                        "bd_metric_pp": None if met.value is None else 100 * met.value,
-                        "bd_metric_note": met.reason,
-                    }
-                )
-    columns = [
-        "model",
-        "method",
-        "reference",
-        "points",
-        "reference_points",
-        "bd_rate_percent",
-        "bd_rate_note",
-        "bd_metric_pp",
-        "bd_metric_note",
-    ]
-    return pd.DataFrame(rows, columns=columns)
-
-
 # ------------------------------------------------------------------ layer profiles
 
 
 def read_layers(run_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The run's ``layers.csv`` artifact (one row per quantized layer; empty when it has none)."""
-    mlflow = tracking._mlflow()
-    uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
-    quiet = patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})  # no progress bars
-    with quiet, tempfile.TemporaryDirectory() as tmp:
-        path = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="layers.csv", dst_path=tmp, tracking_uri=uri
-            )
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download(run_id, "layers.csv", Path(tmp), tracking_uri)
         return pd.read_csv(path) if path.stat().st_size else pd.DataFrame()
 
 
@@ -265,20 +117,6 @@ def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
     if notes:
         parts += ["\nNot computable:\n", "\n".join(notes)]
     return "\n".join(parts) + f"\n\n{commits}\n"
-
-
-def commits_line(df: pd.DataFrame, suite: str) -> str:
-    """The command, the number of runs and the code commit(s) (git_commit/git_dirty tags) behind them."""
-    counts = df.groupby([df["git_commit"].fillna("unknown"), df["git_dirty"].fillna("unknown")]).size()
-    commits = ", ".join(
-        f"{c[:10]}{' with uncommitted changes' if d == 'true' else ''} ({n} runs)"
-        for (c, d), n in sorted(counts.items())
-    )
-    trials = int((df["kind"] == "trial").sum())
-    return (
-        f"Generated by `ecqx-bench tables {suite}` (`make tables SUITE={suite}`) from {len(df)} MLflow runs "
-        f"({len(df) - trials} grid runs, {trials} search trial(s)); code: {commits}."
-    )
 
 
 def best_runs_markdown(best: pd.DataFrame, metric: str) -> str:
@@ -399,7 +237,7 @@ def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | N
     out = out_dir or RESULTS_DIR / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     used, scope = report_runs(runs, cfg)
-    metric, commits = used["metric"].iloc[0], commits_line(used, suite)
+    metric, commits = used["metric"].iloc[0], runs_line(used, suite)
     points = configuration_points(used, metric)
     front = fronts(points)
     bd, best = bd_table(front), best_runs(used, metric, cfg.tolerance)

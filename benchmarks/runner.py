@@ -8,6 +8,7 @@ check the weights are bit-identical and re-evaluate the decoded model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +17,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.config import ConfigError, RunConfig, pretrain_key, run_key
+from benchmarks.config import RunConfig, pretrain_key, run_key
 from benchmarks.data import DATASETS, DataSplits
 from benchmarks.data.common import save_atomic
 from benchmarks.models import MODELS
 from benchmarks.train import EpochCallback, evaluate, fit, resolve_device, seed_everything
-from ecqx import METHODS, QuantizedModel, build_config, model_metrics
-from ecqx.registry import UnknownNameError
+from ecqx import METHODS, QuantizedModel, bit_width, model_metrics
 
 Log = Callable[[str], None]
 
@@ -52,7 +52,7 @@ class RunResult:
     @property
     def bits(self) -> int:
         """The method's bit width b (32 for unquantized survivors)."""
-        return self.config.params.get("bits") or 32
+        return bit_width(self.config.params)
 
     def to_json(self) -> dict[str, Any]:
         """The flat result record written by ``--json`` (metric names follow the task)."""
@@ -65,7 +65,7 @@ class RunResult:
             "method": self.config.method,
             "bits": self.bits,
             "seed": self.config.seed,
-            "params": dict(self.config.params),
+            "params": dataclasses.asdict(self.config.params),
             "run_key": self.run_key,
             f"fp_test_{key}": self.fp_test,
             f"test_{key}": self.test,
@@ -77,29 +77,6 @@ class RunResult:
         if "decoded_test" in self.coding:
             out[f"decoded_test_{key}"] = self.coding["decoded_test"]
         return out
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check names and the method's params before any work (clear ConfigError messages)."""
-    for registry, name, what in (
-        (METHODS, cfg.method, "method"),
-        (DATASETS, cfg.data.name, "data.name"),
-        (MODELS, cfg.model.name, "model.name"),
-    ):
-        try:
-            registry.get(name)
-        except UnknownNameError as e:
-            raise ConfigError(f"{what}: {e}") from None
-    try:
-        build_config(METHODS.get(cfg.method).Config, cfg.params)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"params for method {cfg.method!r}: {e}") from None
-    for stage in ("pretrain", "train"):
-        o = getattr(cfg, stage)
-        if o.epochs < 0 or o.batch_size < 1 or o.lr <= 0:
-            raise ConfigError(f"{stage}: epochs must be >= 0, batch_size >= 1 and lr > 0")
-        if o.optimizer not in ("adam", "sgd") or o.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"{stage}: optimizer must be adam|sgd and schedule cosine|constant")
 
 
 def load_data(cfg: RunConfig, data_dir: Path | None, cache_dir: Path) -> DataSplits:
@@ -203,16 +180,16 @@ def run(
     on_epoch: EpochCallback | None = None,
     log: Log = print,
     data: DataSplits | None = None,
+    key: str | None = None,
 ) -> RunResult:
-    """Run one configuration end to end; see the module docstring. Raises ConfigError on bad input.
-    ``data`` may be passed when the caller already loaded it (e.g. to compute the run key)."""
-    validate(cfg)
+    """Run one resolved configuration end to end; see the module docstring. ``data`` and ``key`` may
+    be passed when the caller already loaded the data and computed the run key."""
     device = resolve_device(cfg.device)
     data = data if data is not None else load_data(cfg, data_dir, cache_dir)
-    key = run_key(cfg, data.fingerprint)
+    key = key or run_key(cfg, data.fingerprint)
     model, fp = pretrained_model(cfg, data, device, cache_dir, log, on_epoch)
     seed_everything(cfg.seed)
-    method = METHODS.get(cfg.method)(build_config(METHODS.get(cfg.method).Config, cfg.params))
+    method = METHODS.get(cfg.method)(cfg.params)
     t0 = time.perf_counter()
     res = fit(
         model,
@@ -229,35 +206,38 @@ def run(
     qm: QuantizedModel = res.best
     model.load_state_dict(qm.state_dict())
     test_all = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)
-    test = test_all[data.task_metric]
     metrics = model_metrics(qm)
     summary = dict(metrics.summary(), train_seconds=train_seconds)
     coding: dict[str, Any] = {}
     if cfg.verify_coding:
-        coding = verify_coding(qm, cfg, data, device, test)
-        summary.update({k: v for k, v in coding.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-        summary["compression_ratio"] = metrics.fp32_bytes / coding["coded_bytes"]
-        target_bytes = sum(coding["layer_bytes"].get(name, 0) for name in qm.targets)
-        summary["coded_bits_per_weight"] = 8 * target_bytes / max(metrics.target_params, 1)
-    layers = [vars(m) | getattr(method, "layer_stats", {}).get(m.name, {}) for m in metrics.layers]
-    extras = {"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {}
-    tags = {"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))}
+        coding = verify_coding(qm, cfg, data, device, test_all[data.task_metric])
+        summary.update(coding_summary(coding, qm, metrics))
     return RunResult(
-        cfg,
-        key,
-        data.fingerprint,
-        data.task_metric,
-        fp["fp_val"],
-        fp["fp_test"],
-        res.best_val,
-        test,
-        res.best_epoch,
-        summary,
-        layers,
-        res.history,
-        qm,
-        coding.pop("bitstream", b""),
-        coding,
-        tags,
-        extras,
+        config=cfg,
+        run_key=key,
+        data_fingerprint=data.fingerprint,
+        metric=data.task_metric,
+        fp_val=fp["fp_val"],
+        fp_test=fp["fp_test"],
+        val=res.best_val,
+        test=test_all[data.task_metric],
+        best_epoch=res.best_epoch,
+        summary=summary,
+        layers=[vars(m) | method.layer_stats.get(m.name, {}) for m in metrics.layers],
+        history=res.history,
+        quantized=qm,
+        bitstream=coding.pop("bitstream", b""),
+        coding=coding,
+        tags={"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))},
+        extras={"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {},
     )
+
+
+def coding_summary(coding: dict[str, Any], qm: QuantizedModel, metrics) -> dict[str, float]:
+    """The coding numbers of a run's summary: sizes (bytes), times (s), the compression ratio
+    (FP32 bytes / coded bytes) and coded bits per compressed weight."""
+    out = {k: v for k, v in coding.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out["compression_ratio"] = metrics.fp32_bytes / coding["coded_bytes"]
+    target_bytes = sum(coding["layer_bytes"].get(name, 0) for name in qm.targets)
+    out["coded_bits_per_weight"] = 8 * target_bytes / max(metrics.target_params, 1)
+    return out

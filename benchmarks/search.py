@@ -21,8 +21,6 @@ import multiprocessing
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,14 +28,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks import config as C
 from benchmarks.config import ConfigError
-from benchmarks.search_space import _nest, _path, _paths, _probe, load_space, suggest
-from benchmarks.tracking import RUNS_DIR, db_url
+from benchmarks.runs import connect, db_url, experiment_name
+from benchmarks.search_space import SearchSpec, Setup, resolve, suggest
+from benchmarks.storage import DEFAULT_STORAGE, TrialSeededSampler, open_storage, retry
 
-DEFAULT_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 DIRECTIONS = ("maximize", "minimize")  # (validation metric, coded bytes)
 DONE = (TrialState.COMPLETE, TrialState.FAIL)
-HEARTBEAT_S = 20  # seconds between heartbeats of a running trial
-GRACE_S = 60  # a RUNNING trial without a heartbeat for this long belonged to a dead worker: FAIL
 POLL_S = 3.0  # seconds between looks at the study while other workers finish the last trials
 NO_ERROR = "no error recorded: its worker stopped (killed?)"  # a FAIL trial failed by its stale heartbeat
 PARENT_ATTR, SETUP_ATTR = "mlflow_parent_run_id", "setup"  # study user attrs
@@ -54,121 +50,7 @@ ATTRS = (
     "compression_ratio",
 )  # trial user attrs (metrics are fractions, sizes bytes)
 
-# --- the search as given (picklable, for worker processes) and as resolved ---
-
-
-@dataclass
-class SearchSpec:
-    """A search as given on the command line; every worker process resolves the rest from it."""
-
-    suite: str  # suite name or path to a suite YAML
-    method: str
-    trials: int  # N: COMPLETE + FAIL trials the study ends with
-    storage: str = DEFAULT_STORAGE  # Optuna RDB URL (sqlite:///..., postgresql://...)
-    study_name: str | None = None  # default "<suite>/<method>" (+ "/quick")
-    tracking_uri: str | None = None
-    data_dir: Path | None = None
-    quick: bool = False
-    overrides: list[str] = field(default_factory=list)  # dotted key=value; a searched key is then fixed
-    space_path: Path | None = None
-    seed: int = 0  # sampler seed
-    workers: int = 1  # processes on this machine
-
-
-@dataclass
-class Setup:
-    """The resolved search: suite name, study name, base and fixed configs, the searched space."""
-
-    suite: str
-    study_name: str
-    base: dict[str, Any]
-    fixed: dict[str, Any]
-    space: dict[str, optuna.distributions.BaseDistribution]  # key -> distribution
-
-    def config(self, method: str, values: dict[str, Any]) -> C.RunConfig:
-        """The RunConfig of one trial from its sampled ``values`` (space key -> value)."""
-        return C.make_run_config(self.base, method, {}, C.deep_merge(_nest(values), self.fixed))
-
-
-def resolve(spec: SearchSpec) -> Setup:
-    """Load the suite and the space; validate a probe config so bad input fails before any study."""
-    from benchmarks.runner import validate
-
-    if spec.trials < 1 or spec.workers < 1:
-        raise ConfigError("--trials and --workers must be >= 1")
-    suite = C.load_suite(spec.suite)
-    base = C.deep_merge(suite.base, {"suite": suite.name, "model": {"name": suite.models[0]}, "seed": suite.seeds[0]})
-    over = C.parse_overrides(spec.overrides)
-    given = _paths(over)  # searched keys given on the command line are fixed
-    space = {k: p for k, p in load_space(spec.method, suite.name, spec.space_path).items() if _path(k) not in given}
-    name = spec.study_name or f"{suite.name}/{spec.method}" + ("/quick" if spec.quick else "")
-    setup = Setup(suite.name, name, base, C.deep_merge(suite.quick, over) if spec.quick else over, space)
-    validate(setup.config(spec.method, {k: _probe(d) for k, d in space.items()}))
-    return setup
-
-
-# --- sampler, storage, study and its MLflow parent run ---
-
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Multi-objective TPE, re-seeded for every trial from (seed, trial number): a single-worker
-    study is reproducible, a resumed one continues as if never stopped, and parallel workers never
-    draw the same random numbers (the constant liar keeps their proposals apart)."""
-
-    def __init__(self, seed: int = 0, n_startup_trials: int = 10) -> None:
-        self.seed, self.n_startup_trials = seed, n_startup_trials
-        self._number, self._inner = -1, optuna.samplers.RandomSampler()
-
-    def _for(self, trial) -> optuna.samplers.BaseSampler:
-        if trial.number != self._number:
-            seed = (self.seed * 1_000_003 + trial.number) % 2**32
-            self._inner = optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=self.n_startup_trials
-            )
-            self._number = trial.number
-        return self._inner
-
-    def infer_relative_search_space(self, study, trial):
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial) -> None:
-        self._for(trial).before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._for(trial).after_trial(study, trial, state, values)
-
-
-def _retry(fn, attempts: int = 6, wait_s: float = 1.0):
-    """``fn()``, retried on store errors (processes racing to create the same tables/experiment)."""
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    for i in range(attempts):
-        try:
-            return fn()
-        except (SQLAlchemyError, MlflowException, optuna.exceptions.StorageInternalError):
-            if i == attempts - 1:
-                raise
-            time.sleep(wait_s * (i + 1))
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage at ``url`` with heartbeats (a SQLite file's folder is created)."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 60}}
-    return _retry(
-        lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-        )
-    )
+# --- the study and its MLflow parent run ---
 
 
 def open_study(spec: SearchSpec, setup: Setup) -> tuple[optuna.Study, str]:
@@ -200,10 +82,9 @@ def _create_parent(spec: SearchSpec, setup: Setup, study: optuna.Study) -> str:
     """Create the study's MLflow parent run (tags study=<name>, role=study) and store its id."""
     from sqlalchemy.engine import make_url
 
-    from benchmarks.tracking import experiment_name
     from benchmarks.tracking import setup as setup_mlflow
 
-    exp = _retry(lambda: setup_mlflow(spec.tracking_uri, experiment_name(setup.suite)))
+    exp = retry(lambda: setup_mlflow(spec.tracking_uri, experiment_name(setup.suite)))
     tags = {
         "study": setup.study_name,
         "role": "study",
@@ -221,9 +102,7 @@ def _client(tracking_uri: str | None):
     """An MlflowClient of the tracking store (also made MLflow's current store)."""
     import mlflow
 
-    from benchmarks.tracking import DEFAULT_TRACKING_URI
-
-    mlflow.set_tracking_uri(tracking_uri or DEFAULT_TRACKING_URI)
+    connect(tracking_uri)
     return mlflow.MlflowClient()
 
 

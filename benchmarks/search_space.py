@@ -1,4 +1,5 @@
-"""Search spaces of the trade-off search, declared in YAML per method (``configs/searches/``).
+"""Search spaces of the trade-off search, declared in YAML per method (``configs/searches/``), and a
+search as given (:class:`SearchSpec`) and as resolved (:class:`Setup`).
 
 ``Lambda: {type: float, low: 0.05, high: 2.0, log: true}``; plain keys are method params, dotted
 keys (``train.lr``) address RunConfig fields; a ``suites: {<suite>: ...}`` section replaces entries.
@@ -6,6 +7,7 @@ keys (``train.lr``) address RunConfig fields; a ``suites: {<suite>: ...}`` secti
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import optuna
 
 from benchmarks import config as C
 from benchmarks.config import ConfigError
+from benchmarks.storage import DEFAULT_STORAGE
+from benchmarks.suite import SuiteConfig, load_suite, run_config
 
 SEARCH_DIR = C.CONFIG_DIR / "searches"
 
@@ -85,3 +89,53 @@ def _paths(d: dict[str, Any], prefix: str = "") -> set[str]:
     return set().union(
         *[_paths(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}"} for k, v in d.items()]
     )
+
+
+# --- the search as given (picklable, for worker processes) and as resolved ---
+
+
+@dataclass
+class SearchSpec:
+    """A search as given on the command line; every worker process resolves the rest from it."""
+
+    suite: str  # suite name or path to a suite YAML
+    method: str
+    trials: int  # N: COMPLETE + FAIL trials the study ends with
+    storage: str = DEFAULT_STORAGE  # Optuna RDB URL (sqlite:///..., postgresql://...)
+    study_name: str | None = None  # default "<suite>/<method>" (+ "/quick")
+    tracking_uri: str | None = None
+    data_dir: Path | None = None
+    quick: bool = False
+    overrides: list[str] = field(default_factory=list)  # dotted key=value; a searched key is then fixed
+    space_path: Path | None = None
+    seed: int = 0  # sampler seed
+    workers: int = 1  # processes on this machine
+
+
+@dataclass
+class Setup:
+    """The resolved search: suite name, study name, base and fixed configs, the searched space."""
+
+    suite: str
+    study_name: str
+    suite_config: SuiteConfig
+    fixed: dict[str, Any]
+    space: dict[str, optuna.distributions.BaseDistribution]  # key -> distribution
+
+    def config(self, method: str, values: dict[str, Any]) -> C.RunConfig:
+        """The RunConfig of one trial from its sampled ``values`` (space key -> value)."""
+        return run_config(self.suite_config, method, overrides=C.deep_merge(_nest(values), self.fixed))
+
+
+def resolve(spec: SearchSpec) -> Setup:
+    """Load the suite and the space; resolve a probe config so bad input fails before any study."""
+    if spec.trials < 1 or spec.workers < 1:
+        raise ConfigError("--trials and --workers must be >= 1")
+    suite = load_suite(spec.suite)
+    over = C.parse_overrides(spec.overrides)
+    given = _paths(over)  # searched keys given on the command line are fixed
+    space = {k: p for k, p in load_space(spec.method, suite.name, spec.space_path).items() if _path(k) not in given}
+    name = spec.study_name or f"{suite.name}/{spec.method}" + ("/quick" if spec.quick else "")
+    setup = Setup(suite.name, name, suite, C.deep_merge(suite.quick, over) if spec.quick else over, space)
+    setup.config(spec.method, {k: _probe(d) for k, d in space.items()})
+    return setup

@@ -1,105 +1,138 @@
-"""Running a suite's grid: serially or in K worker processes sharing one MLflow store.
+"""Suites: a grid of runs (models x method settings x seeds) on one base config, from YAML.
 
-Every (model, seed) group's FP checkpoint is trained once, by the group's first run, before the
-other runs of the group start, so parallel workers never pretrain the same model twice.
+``configs/suites/<name>.yaml`` (or any suite YAML given by path) is merged over ``configs/base.yaml``.
+A suite may name ``plugins``: Python files (relative to the YAML) or modules that register a
+researcher's own methods, so one method file plus one suite YAML need no edit elsewhere.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+import importlib
+import importlib.util
+import itertools
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import RunConfig, to_dict
-
-Report = Callable[[int, int, RunConfig, dict[str, Any]], None]
-
-
-def _pretrain_group(cfg: RunConfig) -> str:
-    d = to_dict(cfg)
-    return json.dumps({k: d[k] for k in ("seed", "data", "model", "pretrain")}, sort_keys=True, default=str)
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+from benchmarks.config import (
+    CONFIG_DIR,
+    ConfigError,
+    RunConfig,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    make_run_config,
+    parse_overrides,
+)
 
 
-def _job(index: int, cfg: RunConfig, data_dir: Path | None, tracking_uri: str | None) -> dict[str, Any]:
-    from benchmarks.tracking import tracked_run
+@dataclass
+class SuiteConfig:
+    """A grid of runs: every model x every method variant x every seed, on one base config."""
 
-    return tracked_run(
-        cfg,
-        data_dir=data_dir,
-        tracking_uri=tracking_uri,
-        log=lambda line: print(f"  [{index}] {line.strip()}", flush=True),
-    )
-
-
-def _phases(cfgs: list[RunConfig]) -> tuple[list[int], list[int]]:
-    """(indices of each pretrain group's first run, all other indices)."""
-    seen: set[str] = set()
-    first, rest = [], []
-    for i, cfg in enumerate(cfgs):
-        group = _pretrain_group(cfg)
-        (rest if group in seen else first).append(i)
-        seen.add(group)
-    return first, rest
+    name: str = "digits"
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)  # RunConfig fields shared by all runs
+    models: list[str] = field(default_factory=lambda: ["mlp"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    methods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> list of param sets
+    quick: dict[str, Any] = field(default_factory=dict)  # overrides applied by --quick (smoke runs)
+    tolerance: float = 0.01  # leaderboard: allowed drop of the test metric vs FP (absolute)
+    plugins: list[str] = field(default_factory=list)  # .py files (relative to the YAML) or modules
 
 
-def run_grid(
-    cfgs: list[RunConfig],
-    *,
-    workers: int = 1,
-    data_dir: Path | None = None,
-    tracking_uri: str | None = None,
-    report: Report,
-) -> list[dict[str, Any]]:
-    """Run every config (resuming: finished run keys are skipped); ``report(done, total, cfg, record)``
-    is called as each run ends. Returns the records in config order."""
-    records: list[dict[str, Any]] = [{} for _ in cfgs]
-    if workers <= 1:
-        for i, cfg in enumerate(cfgs):
-            print(f"[{i + 1}/{len(cfgs)}] {cfg.model.name} {cfg.method} {cfg.params} seed {cfg.seed}", flush=True)
-            records[i] = _job(i + 1, cfg, data_dir, tracking_uri)
-            report(i + 1, len(cfgs), cfg, records[i])
-        return records
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = get_context("spawn")
-    done = 0
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+def suite_names() -> list[str]:
+    """The suites shipped under ``configs/suites/``."""
+    return sorted(p.stem for p in (CONFIG_DIR / "suites").glob("*.yaml"))
+
+
+def suite_path(name: str) -> Path:
+    """The YAML file of suite ``name`` (a shipped suite's name, or a path to a suite .yaml)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / "suites" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown suite {name!r}; known: {', '.join(suite_names())} (or a path to a suite .yaml)")
+    return path
+
+
+def load_plugin(entry: str, folder: Path) -> None:
+    """Import a plugin: a ``.py`` file (relative to ``folder``) under a module name derived from its
+    path, or an importable module name. Its import registers its methods (once per process)."""
+    if not entry.endswith(".py"):
         try:
-            for phase in _phases(cfgs):
-                futures: dict[Future, int] = {
-                    pool.submit(_job, i + 1, cfgs[i], data_dir, tracking_uri): i for i in phase
-                }
-                while futures:
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        i = futures.pop(f)
-                        records[i] = f.result()
-                        done += 1
-                        report(done, len(cfgs), cfgs[i], records[i])
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return records
+            importlib.import_module(entry)
+        except ImportError as e:
+            raise ConfigError(f"plugins: cannot import {entry!r} ({e})") from None
+        return
+    path = (folder / entry).resolve()
+    name = "ecqx_bench_plugin_" + "_".join(part for part in path.with_suffix("").parts[1:] if part.isidentifier())
+    if name in sys.modules:
+        return
+    if not path.is_file():
+        raise ConfigError(f"plugins: {path} not found")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise ConfigError(f"plugins: importing {path} failed ({type(e).__name__}: {e})") from None
 
 
-def summary_line(name: str, records: list[dict[str, Any]], seconds: float) -> str:
-    skipped = sum(bool(r.get("skipped")) for r in records)
-    return (
-        f"suite {name}: {len(records)} runs ({len(records) - skipped} run now, {skipped} finished before) "
-        f"in {seconds / 60:.1f} min"
+def load_suite(name: str) -> SuiteConfig:
+    """Suite ``name`` (or a path to a suite YAML file) merged over ``base.yaml``; its plugins imported."""
+    path = suite_path(name)
+    suite = from_dict(SuiteConfig, load_yaml(path), f"suite {name}")
+    suite.base = deep_merge(load_yaml(CONFIG_DIR / "base.yaml"), suite.base)
+    suite.plugins = [str((path.parent / p).resolve()) if p.endswith(".py") else p for p in suite.plugins]
+    for entry in suite.plugins:
+        load_plugin(entry, path.parent)
+    return suite
+
+
+def expand(variant: dict[str, Any]) -> list[dict[str, Any]]:
+    """A grid variant with list values -> the product of its values ({bits: [2, 3]} -> 2 variants)."""
+    keys = list(variant)
+    values = [v if isinstance(v, list) else [v] for v in variant.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def run_config(
+    suite: SuiteConfig,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+    quick: bool = False,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> RunConfig:
+    """One resolved run of ``suite``: its base, the model (default: the first), the seed (default: the
+    first), the method's ``params``, the quick overrides with ``quick`` and then ``overrides``."""
+    over = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    over = deep_merge(suite.quick, over) if quick else over
+    base = deep_merge(
+        suite.base,
+        {
+            "suite": suite.name,
+            "model": {"name": model or suite.models[0]},
+            "seed": suite.seeds[0] if seed is None else seed,
+        },
     )
+    return make_run_config(base, method, params or {}, over)
 
 
-def timed(fn: Callable[[], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], float]:
-    start = time.perf_counter()
-    return fn(), time.perf_counter() - start
+def grid(suite: SuiteConfig, quick: bool = False, overrides: list[str] | None = None) -> list[RunConfig]:
+    """Every (model, method, params, seed) of the suite as resolved, validated RunConfigs.
+    ``quick`` keeps the first model, seed and variant of each method (a smoke run of every method)."""
+    models, seeds = (suite.models[:1], suite.seeds[:1]) if quick else (suite.models, suite.seeds)
+    over = parse_overrides(overrides or [])
+    cfgs = []
+    for model in models:
+        for method, variants in suite.methods.items():
+            settings = [p for v in variants or [{}] for p in expand(v)]
+            for params in settings[:1] if quick else settings:
+                for seed in seeds:
+                    cfgs.append(run_config(suite, method, params, model=model, seed=seed, quick=quick, overrides=over))
+    return cfgs

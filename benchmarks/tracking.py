@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,37 +17,19 @@ from typing import Any
 import yaml
 
 from benchmarks.config import RunConfig, run_key, to_dict
-from benchmarks.runner import RunResult, load_data, run, validate
+from benchmarks.provenance import git_state, versions
+from benchmarks.runner import RunResult, load_data, run
+from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, connect, experiment_name
+from ecqx import bit_width
 
-RUNS_DIR = Path("runs")
-DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
 RESULT_ARTIFACT = "result.json"
-
-
-def _mlflow():
-    import mlflow  # imported lazily: importing benchmarks must stay cheap
-
-    return mlflow
-
-
-def db_url(url: str | None) -> str | None:
-    """``postgresql://`` -> ``postgresql+psycopg2://`` when only psycopg2 is installed (SQLAlchemy
-    2.1 defaults to psycopg 3); other URLs unchanged."""
-    import importlib.util
-
-    if url and url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
 
 
 def setup(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id (created with an explicit artifact
     location under ``runs/artifacts`` for local stores; safe when several processes race)."""
     mlflow = _mlflow()
-    uri = db_url(tracking_uri or DEFAULT_TRACKING_URI)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
+    uri = connect(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
@@ -62,34 +43,6 @@ def setup(tracking_uri: str | None, experiment: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
-
-
-def experiment_name(suite: str) -> str:
-    return f"ecqx-bench/{suite}"
-
-
-def git_state() -> dict[str, str]:
-    """Commit hash and dirty flag of the working tree (``unknown`` outside git)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "zennit", "nncodec"):
-        try:
-            out[f"{pkg}_version"] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[f"{pkg}_version"] = "absent"
-    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -128,6 +81,14 @@ def close_stale(experiment_id: str, key: str) -> None:
         client.set_terminated(r.info.run_id, status="KILLED")
 
 
+def mlflow_params(cfg: RunConfig) -> dict[str, str]:
+    """The MLflow params of a run: every RunConfig field by its dotted key, the method's parameters
+    as ``method.<field>`` (read back typed by ``runs.load_runs``)."""
+    d = to_dict(cfg)
+    params = d.pop("params")
+    return {**flatten(d), **flatten(params, METHOD_PREFIX)}
+
+
 def run_tags(cfg: RunConfig, key: str) -> dict[str, str]:
     return {
         "run_key": key,
@@ -135,7 +96,7 @@ def run_tags(cfg: RunConfig, key: str) -> dict[str, str]:
         "method": cfg.method,
         "model": cfg.model.name,
         "dataset": cfg.data.name,
-        "bits": str(cfg.params.get("bits") or 32),
+        "bits": str(bit_width(cfg.params)),
         "seed": str(cfg.seed),
         **git_state(),
         **versions(),
@@ -211,7 +172,6 @@ def tracked_run(
     """Run ``cfg`` as an MLflow run (or return the record of the finished run with its key).
     Bad input fails before any MLflow run starts. ``extra_tags`` (e.g. an ablation branch) are
     added to the run's tags."""
-    validate(cfg)
     data = load_data(cfg, data_dir, cache_dir)
     key = run_key(cfg, data.fingerprint)
     exp = setup(tracking_uri, experiment_name(cfg.suite))
@@ -221,17 +181,17 @@ def tracked_run(
     close_stale(exp, key)
     _raise_on_sigterm()
     mlflow = _mlflow()
-    name = f"{cfg.model.name}-{cfg.method}-b{cfg.params.get('bits') or 32}-s{cfg.seed}"
+    name = f"{cfg.model.name}-{cfg.method}-b{bit_width(cfg.params)}-s{cfg.seed}"
     tags = run_tags(cfg, key) | (extra_tags or {}) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
-        mlflow.log_params(flatten(to_dict(cfg)))
+        mlflow.log_params(mlflow_params(cfg))
 
         def on_epoch(stage: str, epoch: int, row: dict[str, float]) -> None:
             mlflow.log_metrics({f"{stage}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
             log(f"    {stage} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
 
         try:
-            result = run(cfg, data_dir=data_dir, cache_dir=cache_dir, on_epoch=on_epoch, log=log, data=data)
+            result = run(cfg, data_dir=data_dir, cache_dir=cache_dir, on_epoch=on_epoch, log=log, data=data, key=key)
         except KeyboardInterrupt:
             mlflow.end_run(status="KILLED")
             raise

@@ -26,6 +26,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ecqx.entropy import (
+    check_lambda_max_rule,
+    information_content,
+    lambda_max_of_extremes,
+    layer_decay,
+    pmf_from_counts,
+)
 from ecqx.envelope import (
     SAFETY,
     Bins,
@@ -38,10 +45,7 @@ from ecqx.envelope import (
     where_true,
 )
 
-P0_MIN = 0.5  # P_0 is raised to at least this, so zero is always cheapest in information
-SUSTAIN = 0.05  # δ_l = (N_l/N_max + SUSTAIN) / (1 + SUSTAIN)
 RELEVANCE_EPS = 1e-12  # added to R before R^β
-LAMBDA_MAX_RULES = ("thesis", "reference")
 _DIRECT_BELOW = 1 << 14  # layers with fewer (weights x clusters) use the direct computation
 
 
@@ -59,11 +63,6 @@ class Assignment:
     lam: float
     ecq_sparsity: float
     beta: float | None = None
-
-
-def layer_decay(layer_share: float) -> float:
-    """δ_l = (N_l/N_max + 0.05)/1.05 for ``layer_share`` = N_l/N_max in (0, 1]."""
-    return (layer_share + SUSTAIN) / (1.0 + SUSTAIN)
 
 
 def _use_direct(n: int, num_centroids: int) -> bool:
@@ -125,59 +124,6 @@ def _nearest_counts(bins: Bins, w: Tensor, c: Tensor, span: tuple[float, float])
     if unsafe.numel():
         counts += torch.bincount(resolve(w[unsafe], env, c, zeros)[1], minlength=num)
     return counts
-
-
-def _pmf(counts: Tensor, n: int, zero_index: int) -> Tensor:
-    pmf = counts.to(torch.float64) / max(n, 1)
-    if pmf[zero_index] < P0_MIN:
-        nonzero_mass = 1.0 - pmf[zero_index].item()
-        pmf = pmf * (P0_MIN / nonzero_mass) if nonzero_mass > 0 else pmf
-        pmf[zero_index] = P0_MIN
-    return pmf
-
-
-def probabilities(nearest: Tensor, num_centroids: int, zero_index: int) -> Tensor:
-    """P_c (float64, shape (C,)): nearest-neighbour histogram with P_0 raised to >= 0.5."""
-    return _pmf(torch.bincount(nearest.reshape(-1), minlength=num_centroids), nearest.numel(), zero_index)
-
-
-def information_content(pmf: Tensor) -> Tensor:
-    """I_c = -log2 P_c in bits (inf for empty clusters)."""
-    return -torch.log2(pmf)
-
-
-def lambda_max(weight: Tensor, centroids: Tensor, info: Tensor, zero_index: int, rule: str = "thesis") -> float:
-    """λ at which the extreme weight of a side would move to the zero cluster.
-
-    thesis:    [w_ext^2 - (w_ext - c_ext)^2] / (I_ext - I_0), the smaller of the two sides.
-    reference: [(c_ext - w_ext)^2 - (0 - w_ext)]^2 / (I_ext - I_0), the larger side (official code).
-    A side counts only if it has a weight whose nearest centroid is not zero and I_ext > I_0;
-    with no such side λ_max is 0.
-    """
-    if rule not in LAMBDA_MAX_RULES:
-        raise ValueError(f"lambda_max_rule must be one of {LAMBDA_MAX_RULES}, got {rule!r}")
-    w = weight.reshape(-1)
-    if w.numel() == 0:
-        return 0.0
-    extremes = [float(v) for v in torch.aminmax(w)]
-    return _lambda_max(extremes, centroids.to(torch.float64).tolist(), info.tolist(), zero_index, rule)
-
-
-def _lambda_max(extremes: list[float], c: list[float], info: list[float], zero_index: int, rule: str) -> float:
-    """:func:`lambda_max` from the extreme weights, in float64 (Python floats: no tensor ops)."""
-    values = []
-    for w_ext in extremes:
-        k = min(range(len(c)), key=lambda i: ((c[i] - w_ext) ** 2, i))  # nearest, ties to the lower
-        gain = info[k] - info[zero_index]
-        if k == zero_index or not gain > 0 or math.isinf(gain):
-            continue
-        if rule == "thesis":
-            values.append((w_ext**2 - (w_ext - c[k]) ** 2) / gain)
-        else:
-            values.append(((c[k] - w_ext) ** 2 - (0 - w_ext)) ** 2 / gain)
-    if not values:
-        return 0.0
-    return min(values) if rule == "thesis" else max(values)
 
 
 # -- ECQ costs and the ECQx relevance step ---------------------------------------------------------
@@ -357,14 +303,15 @@ def assign_layer(
     span = None if _use_direct(n, c.numel()) else _finite_range(w)
     bins = Bins(w, *span, c.tolist()) if span else None
     counts = _nearest_counts(bins, w, c, span) if bins else torch.bincount(_nearest_direct(w, c), minlength=c.numel())
-    pmf = _pmf(counts, n, zero_index)
+    pmf = pmf_from_counts(counts, n, zero_index)
     info = information_content(pmf)
     lam = 0.0
     if Lambda != 0:
-        if lambda_max_rule not in LAMBDA_MAX_RULES:
-            raise ValueError(f"lambda_max_rule must be one of {LAMBDA_MAX_RULES}, got {lambda_max_rule!r}")
+        check_lambda_max_rule(lambda_max_rule)
         extremes = list(span) if span else [float(v) for v in torch.aminmax(w)] if n else []
-        lam_max = _lambda_max(extremes, c.to(torch.float64).tolist(), info.tolist(), zero_index, lambda_max_rule)
+        lam_max = lambda_max_of_extremes(
+            extremes, c.to(torch.float64).tolist(), info.tolist(), zero_index, lambda_max_rule
+        )
         lam = Lambda * layer_decay(layer_share) * lam_max
     penalty = torch.where(pmf > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype)
     env = bins.envelope(c, penalty) if bins else None

@@ -1,4 +1,9 @@
-"""Per-layer codebooks: 2^b uniformly spaced centroids that always contain exactly 0."""
+"""Per-layer codebooks (grids): uniformly spaced centroids that always contain exactly 0.
+
+Two grids: ECQ's 2^b levels with one extra level on the side a vote picks (:func:`make_grid`, the
+official ECQx code's ``initialize_centroids``), and uniform QAT's symmetric 2^b - 1 levels
+(:func:`symmetric_grid`). Step sizes Δ are in weight units.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ecqx.checks import MAX_BITS, MIN_BITS, check_bits
+
 PERCENTILE = 99.9  # the step Δ is set from this percentile of |W|
-MIN_BITS, MAX_BITS = 2, 8
+SCALES = ("percentile", "max")  # symmetric grid range: P99.9 of |W| or max |W|
+__all__ = [
+    "MAX_BITS",
+    "MIN_BITS",
+    "PERCENTILE",
+    "SCALES",
+    "Grid",
+    "check_bits",
+    "codebook",
+    "make_grid",
+    "percentile_abs",
+    "symmetric_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -38,13 +57,7 @@ class Grid:
         return (k * self.step).to(dtype)
 
 
-def check_bits(bits: int) -> None:
-    """Raise ValueError unless ``bits`` is an int in 2..8."""
-    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-
-
-def _percentile_abs(weight: Tensor, q: float) -> float:
+def percentile_abs(weight: Tensor, q: float) -> float:
     """q-th percentile of |W| with linear interpolation (numpy's default)."""
     flat = weight.detach().abs().flatten().to(torch.float64)
     if flat.numel() > 16_000_000:  # torch.quantile's input limit; kthvalue is exact too
@@ -81,7 +94,7 @@ def make_grid(weight: Tensor, bits: int) -> Grid:
     check_bits(bits)
     unsigned = not bool((weight < 0).any())
     denom = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
-    step = _percentile_abs(weight, PERCENTILE) / denom
+    step = percentile_abs(weight, PERCENTILE) / denom
     if step == 0.0:
         step = weight.detach().abs().max().item() / denom if weight.numel() else 0.0
     if step == 0.0:
@@ -97,3 +110,15 @@ def make_grid(weight: Tensor, bits: int) -> Grid:
 def codebook(weight: Tensor, bits: int) -> Tensor:
     """Ascending centroid values (float32, shape (2^b,)) for ``weight``; contains exactly 0."""
     return make_grid(weight, bits).centroids(torch.float32, weight.device)
+
+
+def symmetric_grid(weight: Tensor, bits: int, scale: str = "percentile") -> Grid:
+    """Uniform QAT's grid: 2^b - 1 levels {-(2^(b-1)-1) .. 2^(b-1)-1}·Δ with Δ = s / (2^(b-1) - 1),
+    where s is the 99.9th percentile (``percentile``) or the maximum (``max``) of |W|; a zero
+    percentile falls back to max |W|; Δ = 1 for an all-zero layer."""
+    check_bits(bits)
+    half = 2 ** (bits - 1) - 1
+    s = percentile_abs(weight, PERCENTILE) if scale == "percentile" else weight.detach().abs().max().item()
+    if s == 0.0:
+        s = weight.detach().abs().max().item()
+    return Grid(s / half if s > 0 else 1.0, -half, half, bits)

@@ -4,6 +4,7 @@ import pytest
 
 from benchmarks import cli
 from benchmarks.ablation import BASE, ablation_configs, delta_table, load_ablation, paired_ci
+from benchmarks.config import to_dict
 
 
 def test_paired_ci_matches_student_t():
@@ -17,7 +18,8 @@ def test_branches_change_only_what_they_declare():
     cfgs = ablation_configs(ab)
     base = {seed: cfg for label, seed, cfg in cfgs if label == BASE}
     for label, seed, cfg in cfgs:
-        diff = {k for k in cfg.params if cfg.params[k] != base[seed].params.get(k)}
+        params, base_params = to_dict(cfg.params), to_dict(base[seed].params)
+        diff = {k for k in params if params[k] != base_params.get(k)}
         assert diff == set(ab.branches.get(label, {}).get("params", {})) - {
             k for k, v in ab.params.items() if ab.branches.get(label, {}).get("params", {}).get(k) == v
         }

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ecqx import assign, assign_layer, codebook
-from ecqx.assignment import information_content, lambda_max, nearest_indices, probabilities
+from ecqx.assignment import nearest_indices
+from ecqx.entropy import information_content, lambda_max, probabilities
 from tests.literal import as_np, literal_ecq, literal_ecqx, literal_lambda_max, literal_pmf
 
 

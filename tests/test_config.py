@@ -4,12 +4,12 @@ from benchmarks.config import (
     ConfigError,
     RunConfig,
     from_dict,
-    load_suite,
     make_run_config,
     parse_overrides,
     pretrain_key,
     run_key,
 )
+from benchmarks.suite import load_suite
 
 
 def test_unknown_key_is_named_with_allowed_keys():
@@ -50,7 +50,8 @@ def test_overrides_are_dotted_and_yaml_typed():
 
 def test_method_defaults_then_grid_then_overrides():
     cfg = make_run_config({"suite": "x"}, "ecqx", {"bits": 3}, {"params": {"p": 0.2}})
-    assert cfg.params["bits"] == 3 and cfg.params["p"] == 0.2 and cfg.params["rho"] == 2.0
+    assert cfg.params.bits == 3 and cfg.params.p == 0.2 and cfg.params.rho == 2.0
+    assert type(cfg.params).__qualname__ == "ECQx.Config", "params are the method's typed Config"
 
 
 def test_digits_suite_loads_over_base():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import baselines  # noqa: F401  (registers the comparison methods)
 from ecqx import METHODS, build_config, model_metrics
 
 METHOD_NAMES = METHODS.names()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import ecqx.assignment as A
+import ecqx.entropy as H
 import ecqx.envelope as E
 from ecqx import assign_layer, codebook
 from ecqx.ecqx_method import ECQx
@@ -74,9 +75,9 @@ def slow_float(w: torch.Tensor, c: torch.Tensor, penalty: torch.Tensor, zero_fac
 
 def penalty_of(w, c, Lambda, share, rule="thesis"):
     z = int((c == 0).nonzero())
-    pmf = A.probabilities(torch.argmin((c[:, None] - w.reshape(-1)[None]) ** 2, dim=0), c.numel(), z)
-    info = A.information_content(pmf)
-    lam = Lambda * A.layer_decay(share) * A.lambda_max(w, c, info, z, rule) if Lambda else 0.0
+    pmf = H.probabilities(torch.argmin((c[:, None] - w.reshape(-1)[None]) ** 2, dim=0), c.numel(), z)
+    info = H.information_content(pmf)
+    lam = Lambda * H.layer_decay(share) * H.lambda_max(w, c, info, z, rule) if Lambda else 0.0
     return torch.where(pmf > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype), lam
 
 
@@ -172,16 +173,16 @@ def test_nearest_indices_large(dtype):
         assert torch.equal(A.nearest_indices(w, c), want)
 
 
-def test_method_assign_all_uses_compact_indices_equal_to_assign_layer():
+def test_method_compress_uses_compact_indices_equal_to_assign_layer():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Flatten(), torch.nn.Linear(16 * 36, 10))
     method = ECQx(ECQx.Config(bits=4))
     method.prepare(model)
     method.relevance = {name: lrp_like(w, 0) for name, w in method.latent.items()}
-    method.assign_all(model, None)
+    method.compress(model, None)
     n_max = max(w.numel() for w in method.latent.values())
     for name, latent in method.latent.items():
-        want = direct(latent, method.centroids[name], 0.2, latent.numel() / n_max, method.normalised_relevance(name))
+        want = direct(latent, method.centroids[name], 0.2, latent.numel() / n_max, method.relevance_of(name))
         assert method.indices[name].dtype == torch.uint8
         assert torch.equal(method.indices[name].long(), want.indices)
 

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 
 from benchmarks import cli, tracking
-from benchmarks.config import deep_merge, load_suite, make_run_config, stable_hash, to_dict
+from benchmarks.config import stable_hash, to_dict
 from benchmarks.leaderboard import load_suite_runs, reproduce_command, write_leaderboard
-from benchmarks.reports import bd_metric, bd_rate, pareto_front, write_reports
+from benchmarks.pareto import bd_metric, bd_rate, pareto_front
+from benchmarks.reports import write_reports
 from benchmarks.runner import RunResult
+from benchmarks.suite import load_suite, run_config
 
 # ------------------------------------------------------------------ Bjøntegaard deltas
 
@@ -91,8 +93,8 @@ def log_run(
 ) -> str:
     """Log one fake run exactly as tracking.tracked_run does (tags, params, log_result artifacts)."""
     suite = load_suite("digits")
-    base = deep_merge(suite.base, {"suite": "digits", "model": {"name": "mlp"}, "seed": seed})
-    cfg = make_run_config(base, method, {**({"bits": bits} if bits else {}), **(params or {})}, overrides or {})
+    params = {**({"bits": bits} if bits else {}), **(params or {})}
+    cfg = run_config(suite, method, params, model="mlp", seed=seed, overrides=overrides or {})
     key = stable_hash([to_dict(cfg), size, acc])
     layers = [
         {
@@ -116,27 +118,27 @@ def log_run(
         "entropy_bound_bytes": size * 0.9,
     }
     result = RunResult(
-        cfg,
-        key,
-        "fake",
-        "accuracy",
-        fp,
-        fp,
-        acc,
-        acc,
-        1,
-        summary,
-        layers,
-        [],
-        None,
-        b"",
-        {"roundtrip_ok": valid, "codec": "fake"},
-        {},
+        config=cfg,
+        run_key=key,
+        data_fingerprint="fake",
+        metric="accuracy",
+        fp_val=fp,
+        fp_test=fp,
+        val=acc,
+        test=acc,
+        best_epoch=1,
+        summary=summary,
+        layers=layers,
+        history=[],
+        quantized=None,
+        bitstream=b"",
+        coding={"roundtrip_ok": valid, "codec": "fake"},
+        tags={},
     )
     exp = tracking.setup(uri, tracking.experiment_name("digits"))
     tags = tracking.run_tags(cfg, key) | ({"mlflow.parentRunId": parent} if parent else {})
     with mlflow.start_run(experiment_id=exp, tags=tags) as run:
-        mlflow.log_params(tracking.flatten(to_dict(cfg)))
+        mlflow.log_params(tracking.mlflow_params(cfg))
         tracking.log_result(result, run.info.run_id)
     return run.info.run_id
 
@@ -245,4 +247,4 @@ def test_reproduce_command_resolves_to_the_runs_config(store, monkeypatch, role)
     with pytest.raises(Captured) as caught:
         cli.main(shlex.split(command)[1:])
     params = mlflow.MlflowClient(uri).get_run(ids[role]).data.params
-    assert tracking.flatten(to_dict(caught.value.args[0])) == params
+    assert tracking.mlflow_params(caught.value.args[0]) == params

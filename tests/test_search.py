@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks import cli, runner, search, search_space
+from benchmarks import storage as storage_module
 from benchmarks.config import ConfigError
 
 STUDY = "digits/uniform_qat/quick"
@@ -198,8 +199,12 @@ def test_failing_trial_is_recorded_and_the_budget_still_reached(workdir, monkeyp
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask() plays the dead worker
 def test_trial_of_a_dead_worker_turns_fail_and_the_budget_is_kept(workdir, monkeypatch):
-    for name, value in (("HEARTBEAT_S", 1), ("GRACE_S", 2), ("POLL_S", 0.2)):
-        monkeypatch.setattr(search, name, value)
+    for module, name, value in (
+        (storage_module, "HEARTBEAT_S", 1),
+        (storage_module, "GRACE_S", 2),
+        (search, "POLL_S", 0.2),
+    ):
+        monkeypatch.setattr(module, name, value)
     assert cli.main([*ARGS, "--trials", "1", *stores(workdir)]) == 0
     storage = search.open_storage(f"sqlite:///{workdir}/optuna.db")
     dead = optuna.load_study(study_name=STUDY, storage=storage).ask()  # a worker killed mid-trial (kill -9)
@@ -244,7 +249,7 @@ def test_every_method_has_a_valid_space_and_bad_input_is_one_line(workdir, capsy
         assert search.resolve(search.SearchSpec("digits", method, 1)).space.keys() == space.keys()
     fixed = search.resolve(search.SearchSpec("digits", "ecqx", 1, overrides=["params.bits=4", "train.lr=0.01"]))
     assert "bits" not in fixed.space and "train.lr" not in fixed.space
-    assert fixed.config("ecqx", {"Lambda": 0.5}).params["bits"] == 4
+    assert fixed.config("ecqx", {"Lambda": 0.5}).params.bits == 4
     with pytest.raises(ConfigError, match="Lambda: `low <= high` must hold"):
         search_space.parse_param("Lambda", {"type": "float", "low": 2.0, "high": 1.0}, "x.yaml")
     bad = workdir / "bad.yaml"

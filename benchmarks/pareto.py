@@ -1,0 +1,152 @@
+"""Pareto fronts and Bjøntegaard deltas of rate–metric points (pure maths on DataFrames).
+
+Units: sizes in bytes, metrics as fractions. BD values use PCHIP interpolation over the overlap of
+two fronts, as the modern VCEG/JVET implementations do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# ------------------------------------------------------------------ fronts
+
+
+def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One point per configuration (model, method, params except seed): mean coded size (bytes),
+    test metric and FP metric (fractions) over its seeds, with ``seeds`` and the run ids."""
+    g = df.groupby(["model", "method", "config_id"], sort=True)
+    points = g.agg(
+        coded_bytes=("coded_bytes", "mean"),
+        metric=(f"test_{metric}", "mean"),
+        fp=(f"fp_test_{metric}", "mean"),
+        seeds=("seed", "nunique"),
+        bits=("bits", "first"),
+        key_params=("key_params", "first"),
+        kind=("kind", "first"),
+        run_ids=("run_id", " ".join),
+    )
+    return points.reset_index()
+
+
+def pareto_front(points: pd.DataFrame, size: str = "coded_bytes", score: str = "metric") -> pd.DataFrame:
+    """The non-dominated points (no other point is at most as large and at least as good). Of equal
+    sizes the best score stays, of equal scores the smallest size; exact duplicates keep the first in
+    (size, -score, config_id) order. The result is sorted by size; size and score strictly increase."""
+    tiebreak = ["config_id"] if "config_id" in points else []
+    order = points.assign(_neg=-points[score]).sort_values([size, "_neg", *tiebreak], kind="mergesort")
+    keep, best = [], -math.inf
+    for idx, value in zip(order.index, order[score]):
+        if value > best:
+            keep.append(idx)
+            best = value
+    return order.loc[keep].drop(columns="_neg").reset_index(drop=True)
+
+
+def fronts(points: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto front (coded size vs metric) of every model and method."""
+    parts = [pareto_front(g) for _, g in points.groupby(["model", "method"], sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else points.iloc[:0]
+
+
+# ------------------------------------------------------------------ Bjøntegaard deltas
+
+
+@dataclass(frozen=True)
+class BDResult:
+    """A Bjøntegaard delta: ``value`` (None when it cannot be computed) and the reason why not."""
+
+    value: float | None
+    reason: str = ""
+
+
+def _pchip_mean(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    from scipy.interpolate import PchipInterpolator
+
+    return float(PchipInterpolator(x, y).integrate(lo, hi)) / (hi - lo)
+
+
+def _delta(ref: tuple, test: tuple, show) -> BDResult:
+    """Mean of y_test(x) - y_ref(x) over the overlap of the x ranges, each y a PCHIP of its x
+    (points sorted by x). ``show`` formats an x for the reason text."""
+    for name, (x, _) in (("reference", ref), ("compared", test)):
+        if len(x) < 2:
+            return BDResult(None, f"the {name} front has {len(x)} point(s), needs 2")
+        if np.any(np.diff(x) <= 0):
+            raise ValueError("BD inputs must be Pareto fronts: x values repeat")
+    lo, hi = max(ref[0][0], test[0][0]), min(ref[0][-1], test[0][-1])
+    if hi <= lo:
+        ranges = " and ".join(f"{show(x[0])}-{show(x[-1])}" for x, _ in (test, ref))
+        return BDResult(None, f"no overlap ({ranges})")
+    return BDResult(_pchip_mean(*test, lo, hi) - _pchip_mean(*ref, lo, hi))
+
+
+def _by(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    return x[order], y[order]
+
+
+def bd_rate(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
+    """BD-rate (%) of the test front against the reference: ln(size) as a PCHIP of the metric on each
+    front's points sorted by metric, mean difference over the overlapping metric range, then
+    (exp(mean) - 1)·100. Negative: the test method needs fewer bytes for the same metric."""
+    r = _delta(_by(ref_metric, np.log(ref_bytes)), _by(test_metric, np.log(test_bytes)), lambda m: f"{100 * m:.2f}%")
+    return r if r.value is None else BDResult(100.0 * math.expm1(r.value))
+
+
+def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
+    """BD-metric (fraction) of the test front against the reference: the metric as a PCHIP of
+    ln(size), mean difference over the overlapping ln(size) range. Positive: the test method scores
+    higher at the same size."""
+    return _delta(
+        _by(np.log(ref_bytes), ref_metric), _by(np.log(test_bytes), test_metric), lambda s: f"{math.exp(s):.0f} B"
+    )
+
+
+BD_RANGE = 0.05  # Bjøntegaard deltas use front points within this (absolute) metric drop of FP
+
+
+def bd_table(front: pd.DataFrame) -> pd.DataFrame:
+    """Every ordered pair of methods of a model: BD-rate (%) and BD-metric (percentage points) of
+    ``method`` against ``reference``, with the reason where one is n/a. Only front points within
+    ``BD_RANGE`` of the FP metric count (the operating range; collapsed models would dominate)."""
+    rows = []
+    front = front[front["metric"] >= front["fp"] - BD_RANGE]
+    for model, fm in front.groupby("model", sort=True):
+        methods = sorted(fm["method"].unique())
+        for a in methods:
+            for b in methods:
+                if a == b:
+                    continue
+                fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
+                args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
+                rate, met = bd_rate(*args), bd_metric(*args)
+                rows.append(
+                    {
+                        "model": model,
+                        "method": a,
+                        "reference": b,
+                        "points": len(fa),
+                        "reference_points": len(fb),
+                        "bd_rate_percent": rate.value,
+                        "bd_rate_note": rate.reason,
+                        "bd_metric_pp": None if met.value is None else 100 * met.value,
+                        "bd_metric_note": met.reason,
+                    }
+                )
+    columns = [
+        "model",
+        "method",
+        "reference",
+        "points",
+        "reference_points",
+        "bd_rate_percent",
+        "bd_rate_note",
+        "bd_metric_pp",
+        "bd_metric_note",
+    ]
+    return pd.DataFrame(rows, columns=columns)
