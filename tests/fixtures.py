@@ -2,6 +2,7 @@
 
 ``make_gsc(root)``, ``make_cifar(root)``, ``make_voc(root)`` each write under ``root`` and
 return the folder the layout is rooted at (what ``load(root, ...)`` expects is ``root`` itself).
+``truncate``, ``set_wav_format_tag`` and ``write_16bit_png`` damage files the way testers did.
 """
 
 from __future__ import annotations
@@ -54,6 +55,23 @@ def write_wav(path: Path, samples: np.ndarray, *, rate: int = 16_000, width: int
         writer.setsampwidth(width)
         writer.setframerate(rate)
         writer.writeframes(np.repeat(data, channels).tobytes())
+    return path
+
+
+WAV_HEADER_BYTES = 44  # what Python's wave module writes before the samples (RIFF, fmt, data headers)
+
+
+def truncate(path: Path, keep: int) -> Path:
+    """Cut ``path`` to its first ``keep`` bytes (headers that declare more stay as they are)."""
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def set_wav_format_tag(path: Path, tag: int) -> Path:
+    """Overwrite the format tag of a WAV written by :func:`write_wav` (1 = PCM, 3 = IEEE float)."""
+    raw = bytearray(path.read_bytes())
+    raw[20:22] = struct.pack("<H", tag)
+    path.write_bytes(bytes(raw))
     return path
 
 
@@ -150,6 +168,14 @@ def voc_xml(image_id: str, objects: list[tuple[str, bool]], size: tuple[int, int
         f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size><width>"
         f"{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>"
     )
+
+
+def write_16bit_png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    """A 16-bit grayscale PNG (PIL mode I;16) at ``path`` (whatever its suffix), a gradient."""
+    pixels = (np.arange(size[0] * size[1], dtype=np.uint16) * 20).reshape(size[1], size[0])
+    with path.open("wb") as handle:
+        Image.fromarray(pixels).save(handle, format="PNG")
+    return path
 
 
 def make_voc(root: Path, *, train: int = 10, val: int = 4, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:

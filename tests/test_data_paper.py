@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from benchmarks.data import DATASETS, DatasetError
 from benchmarks.data import gsc as gsc_module
-from tests.fixtures import make_cifar, make_gsc, make_voc, voc_xml, write_wav
+from benchmarks.data import voc as voc_module
+from tests.fixtures import (
+    WAV_HEADER_BYTES,
+    make_cifar,
+    make_gsc,
+    make_voc,
+    set_wav_format_tag,
+    truncate,
+    voc_xml,
+    write_16bit_png,
+    write_wav,
+)
 
 GSC_OPTS = {"unknown_share": 0.5, "silence_share": 0.5}
 
@@ -27,6 +40,7 @@ def assert_error(call, *needles: str) -> str:
     message = str(info.value)
     for needle in (*needles, "download"):
         assert needle in message, message
+    assert "\n" not in message, message
     return message
 
 
@@ -127,6 +141,104 @@ def test_gsc_bad_inputs(gsc_root: Path, tmp_path: Path, breakage: str, needle: s
 def test_gsc_unknown_option(gsc_root: Path, tmp_path: Path) -> None:
     message = str(pytest.raises(DatasetError, load_gsc, gsc_root, tmp_path / "c", n_mels=64).value)
     assert "n_mels" in message and "unknown_share" in message
+
+
+# A WAV damaged in each way, the phrase its error names (besides the file), and the file (relative to the base).
+BAD_WAVS = {
+    "truncated_after_header": ("truncated: the header declares", "yes/00000003_nohash_0.wav"),
+    "truncated_mid_data": ("truncated: the header declares", "yes/00000003_nohash_0.wav"),
+    "riff_only": ("no fmt and data chunks", "yes/00000003_nohash_0.wav"),
+    "no_audio": ("no audio (0 frames)", "yes/00000003_nohash_0.wav"),
+    "too_long": ("longer than the 1 s (16000 frames)", "yes/00000003_nohash_0.wav"),
+    "float_format": ("format tag 3 (not PCM)", "yes/00000003_nohash_0.wav"),
+    "noise_truncated": ("truncated: the header declares", "_background_noise_/noise_1.wav"),
+}
+
+
+def damage_wav(path: Path, breakage: str) -> None:
+    """Damage the WAV at ``path`` as ``breakage`` (a key of BAD_WAVS) says."""
+    if breakage in ("truncated_after_header", "noise_truncated"):
+        truncate(path, WAV_HEADER_BYTES)  # the header still declares every frame
+    elif breakage == "truncated_mid_data":
+        truncate(path, WAV_HEADER_BYTES + 1001)
+    elif breakage == "riff_only":
+        truncate(path, 12)
+    elif breakage == "no_audio":
+        write_wav(path, np.zeros(0))
+    elif breakage == "too_long":
+        write_wav(path, np.zeros(24000))
+    elif breakage == "float_format":
+        set_wav_format_tag(path, 3)
+
+
+@pytest.mark.parametrize("breakage", sorted(BAD_WAVS))
+def test_gsc_refuses_a_bad_wav_before_featurising(gsc_root: Path, tmp_path: Path, monkeypatch, breakage: str) -> None:
+    phrase, name = BAD_WAVS[breakage]
+    base = gsc_root / "SpeechCommands/speech_commands_v0.02"
+    damage_wav(base / name, breakage)
+
+    def fail(waveforms):
+        raise AssertionError("audio featurised before the WAV check")
+
+    monkeypatch.setattr(gsc_module, "compute_features", fail)
+    message = assert_error(lambda: load_gsc(gsc_root, tmp_path / "cache"), str(base / name), phrase)
+    assert "re-extract the archive or remove the file" in message
+    assert files_in(tmp_path / "cache") == []
+
+
+def test_gsc_empty_keyword_folder_is_refused_empty_unknown_folder_ignored(gsc_root: Path, tmp_path: Path) -> None:
+    base = gsc_root / "SpeechCommands/speech_commands_v0.02"
+    reference = load_gsc(gsc_root, tmp_path / "first").fingerprint
+    (base / "tree").mkdir()  # a non-keyword word ("unknown" candidate) without clips: ignored
+    assert load_gsc(gsc_root, tmp_path / "first").fingerprint == reference
+    (base / "left").mkdir()  # a keyword: its class would have no examples
+    message = assert_error(lambda: load_gsc(gsc_root, tmp_path / "cache"), str(base / "left"), "holds no .wav clips")
+    assert "class 'left'" in message
+    assert files_in(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong_shape", "not_tensors"])
+def test_gsc_unreadable_feature_cache_is_removed_and_rebuilt(
+    gsc_root: Path, tmp_path: Path, monkeypatch, damage: str
+) -> None:
+    first = load_gsc(gsc_root, tmp_path / "cache")
+    (cache,) = files_in(tmp_path / "cache")
+    intact = cache.read_bytes()
+    if damage == "truncated":
+        truncate(cache, len(intact) // 2)
+    elif damage == "garbage":
+        cache.write_bytes(b"\0" * 100)
+    elif damage == "wrong_shape":
+        torch.save({split: torch.zeros(2, 490) for split in ("train", "val", "test")}, cache)
+    elif damage == "not_tensors":  # needs more than weights_only=True builds: refused, not executed
+        torch.save({"train": Path("x")}, cache)
+    with pytest.warns(UserWarning, match=f"removing unreadable feature cache {cache}"):
+        again = load_gsc(gsc_root, tmp_path / "cache")
+    assert torch.equal(again.train.x, first.train.x) and torch.equal(again.test.y, first.test.y)
+    assert files_in(tmp_path / "cache") == [cache]
+
+    def fail(waveforms):
+        raise AssertionError("features recomputed despite the rebuilt cache")
+
+    monkeypatch.setattr(gsc_module, "compute_features", fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_gsc(gsc_root, tmp_path / "cache").val.x, first.val.x)
+
+
+# ---------------------------------------------------------------------------- data root ----
+
+
+@pytest.mark.parametrize("dataset", ["gsc", "cifar10", "voc", "digits"])
+@pytest.mark.parametrize("download", [False, True])
+def test_data_root_that_is_a_file_is_refused(tmp_path: Path, dataset: str, download: bool) -> None:
+    root = tmp_path / "data.tar"
+    root.write_bytes(b"not a folder")
+    with pytest.raises(DatasetError) as info:
+        DATASETS.get(dataset)(root, seed=0, download=download)
+    message = str(info.value)
+    assert message.startswith(f"{dataset}: data root {root} is a file") and "must be a folder" in message
+    assert "\n" not in message and root.read_bytes() == b"not a folder"
 
 
 # -------------------------------------------------------------------------------- CIFAR ----
@@ -243,10 +355,62 @@ def test_voc_bad_inputs(tmp_path: Path, breakage: str) -> None:
     elif breakage == "list":
         (base / "ImageSets/Main/val.txt").unlink()
         assert_error(load, "val.txt")
-    elif breakage == "bad_jpeg":
+    elif breakage == "bad_jpeg":  # found up front, when loading (see test_voc_refuses_a_bad_image_up_front)
         (base / "JPEGImages/2008_000010.jpg").write_bytes(b"not a jpeg")
-        splits = load()
-        assert_error(lambda: splits.test[0], "2008_000010.jpg")
+        assert_error(load, "2008_000010.jpg")
+
+
+BAD_IMAGES = {
+    "garbage": "PIL cannot identify it as an image",
+    "truncated": "truncated or corrupt JPEG data",
+    "header_only": "not a readable image (OSError: Truncated File Read)",
+    "sixteen_bit": "mode 'I;16' does not convert to 8-bit RGB",
+    "too_large": "size 64 x 48 px (expected 1..50 px per side)",
+    "bomb": "refused by PIL's decompression-bomb check",
+    "bomb_warning": "refused by PIL's decompression-bomb check",
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BAD_IMAGES))
+def test_voc_refuses_a_bad_image_up_front(tmp_path: Path, monkeypatch, breakage: str) -> None:
+    base = make_voc(tmp_path)
+    image = base / "JPEGImages/2008_000005.jpg"  # a train.txt image
+    if breakage == "garbage":
+        image.write_bytes(b"not a jpeg")
+    elif breakage == "truncated":
+        truncate(image, len(image.read_bytes()) // 2)  # header intact, scan data cut
+    elif breakage == "header_only":
+        truncate(image, 300)  # cut inside the JPEG header
+    elif breakage == "sixteen_bit":
+        write_16bit_png(image)
+    elif breakage == "too_large":
+        monkeypatch.setattr(voc_module, "MAX_SIDE", 50)
+    elif breakage == "bomb":  # 64 x 48 = 3072 px > 2 x limit: PIL's DecompressionBombError
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    elif breakage == "bomb_warning":  # limit < 3072 px <= 2 x limit: PIL only warns; refused all the same
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    if breakage in ("too_large", "bomb", "bomb_warning"):  # every image is "bad": the first one is named
+        image = base / "JPEGImages/2008_000000.jpg"
+    message = assert_error(lambda: DATASETS.get("voc")(tmp_path, seed=0, image_size=32), str(image))
+    assert BAD_IMAGES[breakage] in message and message.startswith(f"voc: bad image {image}: "), message
+    assert "re-extracting the archive" in message
+
+
+def test_voc_image_checks_accept_trailing_bytes_and_respect_limit(tmp_path: Path) -> None:
+    base = make_voc(tmp_path)
+    image = base / "JPEGImages/2008_000011.jpg"
+    image.write_bytes(image.read_bytes() + b"\0" * 16)  # bytes after the end-of-image marker: decodes fine
+    DATASETS.get("voc")(tmp_path, seed=0, image_size=32)
+    (base / "JPEGImages/2008_000012.jpg").write_bytes(b"not a jpeg")  # a test image left out by limit=1
+    splits = DATASETS.get("voc")(tmp_path, seed=0, image_size=32, limit=1)
+    assert "2008_000012" not in splits.test.ids
+
+
+def test_voc_image_damaged_after_loading_is_one_clear_error(tmp_path: Path) -> None:
+    base = make_voc(tmp_path)
+    splits = DATASETS.get("voc")(tmp_path, seed=0, image_size=32)
+    (base / "JPEGImages/2008_000010.jpg").write_bytes(b"not a jpeg")
+    assert_error(lambda: splits.test[0], "2008_000010.jpg")
 
 
 def test_voc_missing_root_and_unknown_option(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def load(
     if download and root is not None:
         import torchvision
 
-        Path(root).mkdir(parents=True, exist_ok=True)
+        root = check_root("cifar10", root, HOW_TO_GET, create=True)
         torchvision.datasets.CIFAR10(str(root), train=True, download=True)
     root = check_root("cifar10", root, HOW_TO_GET)
     folder = require(root / FOLDER, "cifar10", "the unpacked python batches", HOW_TO_GET, folder=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,14 +26,31 @@ def check_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[st
     return {**defaults, **options}
 
 
-def check_root(dataset: str, root: Path | None, how_to_get: str) -> Path:
-    """``root`` as a Path; None or a missing folder raises a DatasetError."""
+def check_root(dataset: str, root: Path | None, how_to_get: str, *, create: bool = False) -> Path:
+    """``root`` as a Path; None, a missing folder or a non-folder (e.g. a regular file) raises a
+    DatasetError. ``create``: make the folder (and its parents) first, as before a download."""
     if root is None:
         raise DatasetError(f"{dataset}: no data folder given (pass --data-dir); {how_to_get}")
     root = Path(root)
+    refuse_non_folder(dataset, root, how_to_get)
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatasetError(f"{dataset}: cannot create data folder {root} ({error}); {how_to_get}") from None
     if not root.is_dir():
         raise DatasetError(f"{dataset}: data folder {root} does not exist; {how_to_get}")
     return root
+
+
+def refuse_non_folder(dataset: str, root: Path, how_to_get: str) -> None:
+    """A DatasetError when ``root`` exists but is not a folder (a regular file, a device, ...)."""
+    if root.exists() and not root.is_dir():
+        kind = "a file" if root.is_file() else "not a regular folder"
+        raise DatasetError(
+            f"{dataset}: data root {root} is {kind}; the data root must be a folder: pass the folder that "
+            f"holds the data set as --data-dir; {how_to_get}"
+        )
 
 
 def check_limit(dataset: str, limit: int | None) -> None:
@@ -47,6 +65,13 @@ def require(path: Path, dataset: str, what: str, how_to_get: str, *, folder: boo
         kind = "folder" if folder else "file"
         raise DatasetError(f"{dataset}: missing {kind} {path} ({what}); {how_to_get}")
     return path
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` for a one-line message: terminal escapes dropped, whitespace runs (newlines included)
+    collapsed to one space, a trailing period dropped, cut at ``limit`` chars."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(text)).split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def fingerprint(entries: Iterable[tuple[str, int]], **extra: Any) -> str:
@@ -109,7 +134,7 @@ class EpochDraws:
         return mix(self.seed, index, self.epoch)
 
 
-# ---------------------------------------------------------------------------- CIFAR-10 ----
+# ------------------------------------------------------------------------------ caches ----
 
 
 def save_atomic(obj: Any, path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmarks.data import DATASETS, DataSplits
-from benchmarks.data.common import check_limit, check_options, fingerprint
+from benchmarks.data.common import check_limit, check_options, fingerprint, refuse_non_folder
 
 DEFAULTS = {"split_seed": 0, "val_share": 0.2, "test_share": 0.2}
 
@@ -34,9 +34,13 @@ def _stratified_split(y: torch.Tensor, val_share: float, test_share: float, seed
 
 @DATASETS.register("digits")
 def load(root: Path | None = None, *, seed: int = 0, download: bool = False, limit: int | None = None, **options):
-    """Digits as (1, 8, 8) float images; ``root`` and ``download`` are ignored (embedded data)."""
+    """Digits as (1, 8, 8) float images; ``root`` and ``download`` are ignored (embedded data),
+    except that a ``root`` naming an existing non-folder (``--data-dir FILE``) is refused like in
+    every loader."""
     from sklearn.datasets import load_digits
 
+    if root is not None:
+        refuse_non_folder("digits", Path(root), "the digits data ship with scikit-learn: drop --data-dir")
     check_limit("digits", limit)
     opts = check_options("digits", options, DEFAULTS)
     bunch = load_digits()

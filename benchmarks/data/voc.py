@@ -12,18 +12,29 @@ held out as val; test = the official ``val.txt``. Images are decoded lazily (PIL
 resized crop (scale 0.25..1 of the area, so that crops rarely lose every labelled object; aspect
 3/4..4/3) to ``image_size`` and horizontal flip, both from per-item seeds. Val/test: resize the
 short side to ``image_size * 8/7`` (256 for 224) and centre-crop. ImageNet mean/std normalisation.
+
+Every image of the selected splits (after ``limit``) is checked when loading (:func:`check_image`),
+so a bad file is a one-line DatasetError naming it before any training: readable header, 1..10000
+px per side, within PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, left enabled),
+an 8-bit mode convertible to RGB, and for a JPEG complete data (ends with the end-of-image marker,
+else decoded at 1/8 scale to decide). No pixel of a complete file is decoded: measured 42 us per
+file on a warm page cache (0.6 ms for the 14 images of the test fixture; about 0.4 s per 10k
+500x375 VOC-sized JPEGs, against about 11 s per 10k to decode them; a JPEG without the end marker
+costs about 0.9 ms). Damage inside the compressed data of a complete file is found only when the
+image is decoded, still as a DatasetError naming it.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
@@ -36,6 +47,7 @@ from benchmarks.data.common import (
     check_root,
     fingerprint,
     limit_indices,
+    one_line,
     require,
     split_train_val,
 )
@@ -67,6 +79,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 DEFAULTS = {"image_size": 224, "val_share": 0.1}
+MAX_SIDE = 10_000  # px per side; VOC 2012 images are at most 500 x 500
+RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")  # 8-bit, convert("RGB") is exact
+JPEG_END = b"\xff\xd9"  # EOI marker
 HOW_TO_GET = (
     "get it with --download, or torchvision.datasets.VOCDetection(root, year='2012', download=True), "
     "or unpack VOCtrainval_11-May-2012.tar into the data dir so that <data dir>/VOCdevkit/VOC2012/ exists"
@@ -113,8 +128,68 @@ class VocImages(Dataset):
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise DatasetError(f"voc: cannot decode JPEG {path} ({error}); {HOW_TO_GET}") from None
+
+
+def check_image(path: Path) -> None:
+    """Refuse ``path`` (DatasetError naming it) unless it is a readable image of 1..MAX_SIDE px per side,
+    within PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``; above it is an error here, not
+    a warning), in an 8-bit mode that converts to RGB, and, for a JPEG, with its data complete.
+
+    Cheap: ``Image.open`` + ``verify()`` parse the header only (no pixel is decoded); a JPEG is
+    complete when its last two bytes are the end-of-image marker; only a JPEG without it (truncated,
+    or trailing bytes after the marker) is decoded, at 1/8 scale (``draft``), to decide.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                (width, height), mode, kind = image.size, image.mode, image.format
+                image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        limit = f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}"
+        raise _bad_image(path, f"refused by PIL's decompression-bomb check ({limit}): {error}") from None
+    except UnidentifiedImageError:
+        raise _bad_image(path, "PIL cannot identify it as an image (not an image file, or cut short)") from None
+    except Exception as error:  # PIL raises many kinds on damaged files
+        raise _bad_image(path, f"not a readable image ({type(error).__name__}: {error})") from None
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise _bad_image(path, f"size {width} x {height} px (expected 1..{MAX_SIDE} px per side)")
+    if mode not in RGB_MODES:
+        raise _bad_image(path, f"mode {mode!r} does not convert to 8-bit RGB (expected one of {', '.join(RGB_MODES)})")
+    problem = _jpeg_defect(path) if kind == "JPEG" else ""
+    if problem:
+        raise _bad_image(path, f"truncated or corrupt JPEG data ({problem})")
+
+
+def _jpeg_defect(path: Path) -> str:
+    """'' if the JPEG at ``path`` ends with its end-of-image marker or else decodes at 1/8 scale;
+    otherwise the decoder's complaint."""
+    with path.open("rb") as handle:
+        handle.seek(-len(JPEG_END), 2)
+        if handle.read() == JPEG_END:
+            return ""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Exception as error:  # the decoder's error on damaged data
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def _bad_image(path: Path, problem: str) -> DatasetError:
+    """The one-line error for a bad image: file, what is wrong, and the fix."""
+    return DatasetError(
+        f"voc: bad image {path}: {one_line(problem)}; replace it by re-extracting the archive; {HOW_TO_GET}"
+    )
+
+
+def _check_images(base: Path, ids: list[str]) -> None:
+    """:func:`check_image` on the JPEG of every id, before any training."""
+    for image_id in sorted(set(ids)):
+        check_image(base / "JPEGImages" / f"{image_id}.jpg")
 
 
 def crop_params(rng: random.Random, width: int, height: int) -> tuple[int, int, int, int]:
@@ -197,7 +272,7 @@ def load(
     if download and root is not None:
         import torchvision
 
-        Path(root).mkdir(parents=True, exist_ok=True)
+        root = check_root("voc", root, HOW_TO_GET, create=True)
         torchvision.datasets.VOCDetection(str(root), year="2012", image_set="trainval", download=True)
     root = check_root("voc", root, HOW_TO_GET)
     base = require(root / "VOCdevkit" / "VOC2012", "voc", "the unpacked VOC 2012 devkit", HOW_TO_GET, folder=True)
@@ -218,6 +293,7 @@ def load(
         splits[name] = VocImages(
             base, [ids[i] for i in idx.tolist()], targets[idx].clone(), size=size, augment=name == "train", seed=seed
         )
+    _check_images(base, [image_id for split in splits.values() for image_id in split.ids])
     lists_entries = [(f"ImageSets/Main/{n}", (lists / n).stat().st_size) for n in ("train.txt", "val.txt")]
     fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed, limit=limit, **opts)
     return DataSplits(
