@@ -53,6 +53,8 @@ def prune_masks(scores: dict[str, Tensor], sparsity: float, scope: str) -> dict[
 class MagnitudePruning(LatentMethod):
     """Gradual magnitude pruning to ``target_sparsity``; ``bits`` also quantizes the survivors."""
 
+    setting_params = ("target_sparsity",)
+
     @dataclass(frozen=True)
     class Config:
         target_sparsity: float = 0.9  # s_f: final share of zero weights

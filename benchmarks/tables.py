@@ -17,9 +17,9 @@ import pandas as pd
 
 from benchmarks.provenance import runs_line
 from benchmarks.runs import load_runs
+from ecqx import METHODS
 
 RESULTS_DIR = Path("results")
-SETTING_PARAMS = {"ecqx": ["Lambda"], "ecq": ["Lambda"], "magnitude": ["target_sparsity"], "uniform_qat": []}
 SYMBOLS = {"Lambda": "Λ", "target_sparsity": "s", "p": "p", "rho": "ρ", "alpha": "α"}
 
 
@@ -44,9 +44,8 @@ def setting_label(row: pd.Series, varying: dict[str, list[str]], always: bool = 
     """The grid variables of a run: 'Λ=0.4', 's=0.9', plus any other param that varies for its method
     (``always``: the method's grid variable even where it does not vary)."""
     params = params_of(row["method_config"])
-    names = list(
-        dict.fromkeys([*(SETTING_PARAMS.get(row["method"], []) if always else []), *varying.get(row["method"], [])])
-    )
+    grid_variable = list(METHODS.get(row["method"]).setting_params) if always and row["method"] in METHODS else []
+    names = list(dict.fromkeys([*grid_variable, *varying.get(row["method"], [])]))
     parts = [f"{SYMBOLS.get(n, n)}={params[n]}" for n in names if params.get(n) is not None]
     return ", ".join(parts) or "-"
 

@@ -45,6 +45,7 @@ class EntropyConstrained(LatentMethod):
     """Entropy-constrained quantization (ECQ): the ECQ assignment of every layer after every step."""
 
     Config = ECQConfig
+    setting_params = ("Lambda",)
 
     def make_grid(self, name: str, weight: Tensor) -> Grid:
         return make_grid(weight, self.config.bits)

@@ -60,6 +60,7 @@ class Method(ABC):
     """
 
     Config: ClassVar[type]
+    setting_params: ClassVar[tuple[str, ...]] = ()  # Config fields that label a setting in tables (grid variable)
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmarks.data import DATASETS, DatasetError, DataSplits
 from benchmarks.data.common import (
     EpochDraws,
     check_limit,
@@ -33,6 +32,7 @@ from benchmarks.data.common import (
     require,
     split_train_val,
 )
+from benchmarks.data.splits import DATASETS, DatasetError, DataSplits
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

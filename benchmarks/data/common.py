@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmarks.data import DatasetError
+from benchmarks.data.splits import DatasetError
 
 
 def check_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from benchmarks.data import DATASETS, DataSplits
 from benchmarks.data.common import check_limit, check_options, fingerprint, refuse_non_folder
+from benchmarks.data.splits import DATASETS, DataSplits
 
 DEFAULTS = {"split_seed": 0, "val_share": 0.2, "test_share": 0.2}
 

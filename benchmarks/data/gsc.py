@@ -47,7 +47,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from benchmarks.data import DATASETS, DatasetError, DataSplits
 from benchmarks.data.common import (
     check_limit,
     check_options,
@@ -59,6 +58,7 @@ from benchmarks.data.common import (
     require,
     save_atomic,
 )
+from benchmarks.data.splits import DATASETS, DatasetError, DataSplits
 from benchmarks.data.wav import PCM, WavFormatError, WavHeader, read_header
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")

@@ -39,7 +39,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from benchmarks.data import DATASETS, DatasetError, DataSplits
 from benchmarks.data.common import (
     EpochDraws,
     check_limit,
@@ -51,6 +50,7 @@ from benchmarks.data.common import (
     require,
     split_train_val,
 )
+from benchmarks.data.splits import DATASETS, DatasetError, DataSplits
 
 VOC_CLASSES = (
     "aeroplane",

@@ -8,10 +8,7 @@ Each model also declares its LRP canonizer family via a ``lrp_canonizer`` attrib
 module (``"none"``, ``"sequential_bn"`` or ``"resnet"``), read by ``ecqx.relevance``.
 """
 
-from __future__ import annotations
+from benchmarks.models import paper, small  # noqa: F401  (each registers its constructors)
+from benchmarks.models.registry import MODELS
 
-from ecqx.registry import Registry
-
-MODELS: Registry = Registry("model")
-
-from benchmarks.models import paper, small  # noqa: E402,F401  (registration)
+__all__ = ["MODELS"]

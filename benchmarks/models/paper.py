@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 
-from benchmarks.models import MODELS
+from benchmarks.models.registry import MODELS
 
 MLP_GSC_HIDDEN = (512, 512, 256, 256)
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from benchmarks.models import MODELS
 from benchmarks.models.paper import mlp as paper_mlp
+from benchmarks.models.registry import MODELS
 
 
 @MODELS.register("mlp")

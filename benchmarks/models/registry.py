@@ -1,0 +1,7 @@
+"""The model registry (see ``benchmarks.models``)."""
+
+from __future__ import annotations
+
+from ecqx.registry import Registry
+
+MODELS: Registry = Registry("model")
