@@ -17,8 +17,20 @@ Chunks: one DeepCABAC stream per quantized layer; per pruned-but-float target a 
 of its non-zero mask plus the surviving values as raw bytes of their dtype; per other parameter
 (biases, BatchNorm parameters and buffers, unquantized layers) its raw bytes. Raw bytes are the
 host's (little-endian) byte order. CRCs catch accidental corruption and truncation: ``decode``
-then raises :class:`BitstreamError` before any byte reaches the (unbounded) CABAC reader. They do
-not make the decoder safe against deliberately crafted input.
+then raises :class:`BitstreamError` before any byte reaches the (unbounded) CABAC reader.
+
+Crafted input with valid CRCs is safe too: ``decode`` returns a model or raises
+:class:`BitstreamError` naming the problem and the entry; it does not crash, recurse without bound
+or over-allocate. Before anything is allocated or decoded, :mod:`ecqx.bitstream_checks` inflates
+at most 16 MiB of side info (and at most 128 x its compressed size above 1 MiB), refuses JSON
+nested deeper than the schema (5 levels) before parsing it, checks every field strictly (dtype
+allow-list, rank <= 8, <= 2**31 - 1 elements per tensor, <= 65 536 entries, unique names, finite
+steps, 1..32 bits) and every chunk length against its entry: raw chunks exactly count x itemsize,
+DeepCABAC chunks at most 1024 values per byte + 2048 (a hard limit of the coder, 30 % above the
+densest measured stream). The CABAC reader then runs on a buffer zero-padded for its worst case
+(48 bytes per value, address space only), so it cannot read past it, and decoded values are
+checked against their dtype. Memory and time stay proportional to the input size: at most 1024
+decoded values per payload byte, as for a legitimate all-zero layer.
 
 nncodec is imported lazily, inside the coding functions: importing ``ecqx`` never imports it.
 """
@@ -30,6 +42,7 @@ import importlib.metadata
 import json
 import lzma
 import math
+import mmap
 import struct
 import time
 import zlib
@@ -40,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ecqx.bitstream_checks import BitstreamError, Entry, cabac_read_bound, check_cabac_count, read_side_info
 from ecqx.quantized import QuantizedLayer, QuantizedModel
 
 MAGIC = b"ECQX"
@@ -48,14 +62,9 @@ _HEAD = struct.Struct("<4sBII")  # magic, version, side-info length, side-info C
 _HEAD_CRC = struct.Struct("<I")
 HEADER_BYTES = _HEAD.size + _HEAD_CRC.size  # 17
 _CABAC_UNARY_LENGTH = 10  # number of greater-than-x flags; the NNR default (cabac_unary_length_minus1 = 9)
-_DECODER_PADDING = 64  # zero bytes after a chunk in memory: the CABAC reader has no length bound
 _MAX_ABS_LEVEL = 2**31 - 1
 INSTALL_HINT = "pip install pybind11==3.1.0 wheel==0.48.0 && pip install --no-deps --no-build-isolation nncodec==2.1.3"
 _INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-class BitstreamError(ValueError):
-    """A bitstream that is not a valid, complete, uncorrupted ecqx container."""
 
 
 @dataclass
@@ -109,22 +118,35 @@ def _cabac_encode(values: np.ndarray) -> bytes:
     return enc.finish().tobytes()
 
 
+def _padded(chunk: bytes, size: int, what: str) -> tuple[mmap.mmap, np.ndarray]:
+    """``chunk`` followed by zeros up to ``size`` bytes, in a private anonymous mapping: pages past
+    the chunk are never written, so they cost address space only (reads map the kernel's zero page)."""
+    try:
+        mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", 0))
+    except (OSError, OverflowError, ValueError) as err:
+        raise BitstreamError(f"{what}: cannot map {size} bytes for the CABAC reader ({err})") from err
+    buf = np.frombuffer(mapping, dtype=np.uint8)
+    buf[: len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+    return mapping, buf
+
+
 def _cabac_decode(chunk: bytes, count: int, what: str) -> np.ndarray:
     """Decode ``count`` int32 values from one DeepCABAC stream; the whole chunk must be consumed."""
+    check_cabac_count(count, len(chunk), what)  # also done on the side info; this is the point of use
     if count == 0:
-        if chunk:
-            raise BitstreamError(f"{what}: {len(chunk)} payload bytes for an empty tensor")
         return np.zeros(0, np.int32)
-    if not chunk:
-        raise BitstreamError(f"{what}: empty payload for {count} values")
     dc = _deepcabac()
-    buf = np.frombuffer(chunk + bytes(_DECODER_PADDING), dtype=np.uint8).copy()
-    dec = dc.Decoder()
-    dec.setStream(buf)
-    dec.initCtxModels(_CABAC_UNARY_LENGTH)
+    # The reader has no length bound: give it all it can consume for `count` values, whatever the bytes.
+    _mapping, buf = _padded(chunk, len(chunk) + cabac_read_bound(count), what)
     out = np.zeros(count, np.int32)
-    dec.decodeLayer(out, 0, 0, 0, 0, dc.HdspMode.AlwaysOff, np.zeros(2, np.int8), 0, 0)
-    used = dec.finish()
+    dec = dc.Decoder()
+    try:
+        dec.setStream(buf)
+        dec.initCtxModels(_CABAC_UNARY_LENGTH)
+        dec.decodeLayer(out, 0, 0, 0, 0, dc.HdspMode.AlwaysOff, np.zeros(2, np.int8), 0, 0)
+        used = dec.finish()
+    except RuntimeError as err:  # nncodec's CHECK, e.g. no terminating bin
+        raise BitstreamError(f"{what}: invalid DeepCABAC stream ({str(err).strip()[:200]})") from err
     if used != len(chunk):
         raise BitstreamError(f"{what}: DeepCABAC read {used} bytes of a {len(chunk)}-byte chunk")
     return out
@@ -146,13 +168,6 @@ def _codec_description() -> str:
 # ---------------------------------------------------------------- tensors <-> bytes
 
 
-def _dtype_from_name(name: Any) -> torch.dtype:
-    dtype = getattr(torch, name, None) if isinstance(name, str) else None
-    if not isinstance(dtype, torch.dtype):
-        raise BitstreamError(f"side info names an unknown dtype {name!r}")
-    return dtype
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -168,6 +183,8 @@ def _from_raw(data: bytes, dtype: torch.dtype, count: int, what: str) -> Tensor:
     """Inverse of :func:`_raw_bytes` for ``count`` elements (flat)."""
     if len(data) != count * dtype.itemsize:
         raise BitstreamError(f"{what}: {len(data)} bytes, expected {count} x {dtype.itemsize} for {dtype}")
+    if dtype == torch.bool and data.translate(None, b"\0\1"):
+        raise BitstreamError(f"{what}: bool bytes other than 0 and 1")
     if count == 0:
         return torch.empty(0, dtype=dtype)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype)
@@ -252,8 +269,8 @@ def encode(qm: QuantizedModel) -> EncodedModel:
 # ---------------------------------------------------------------- decode
 
 
-def _read_side(data: bytes) -> dict[str, Any]:
-    """Check the header and side info; the parsed side-info JSON."""
+def _read_header(data: bytes) -> bytes:
+    """Check the header; the (compressed) side info, its CRC32 checked."""
     if len(data) < HEADER_BYTES:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
     magic, version, side_len, side_crc = _HEAD.unpack_from(data)
@@ -268,42 +285,12 @@ def _read_side(data: bytes) -> dict[str, Any]:
         raise BitstreamError(f"truncated: side info needs {side_len} bytes, {len(side)} present")
     if zlib.crc32(side) != side_crc:
         raise BitstreamError("corrupted side info: CRC32 mismatch")
-    try:
-        info = json.loads(zlib.decompress(side).decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, ValueError) as err:
-        raise BitstreamError(f"malformed side info: {err}") from err
-    _check_side(info)
-    return info
+    return side
 
 
-def _check_entry(e: Any, quantized: bool) -> None:
-    refs = e.get("c") if isinstance(e, dict) else None
-    ok = isinstance(e, dict) and isinstance(e.get("n"), str) and isinstance(e.get("s"), list)
-    ok = ok and all(isinstance(x, int) and x >= 0 for x in e["s"]) and isinstance(refs, list)
-    ok = ok and all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and x >= 0 for x in r) for r in refs)
-    if ok and quantized:
-        ok = len(refs) == 1 and isinstance(e.get("bits"), int) and isinstance(e.get("step"), str)
-    elif ok:
-        ok = (e.get("k"), len(refs)) in {("raw", 1), ("sparse", 2)}
-    if not ok:
-        raise BitstreamError(f"malformed side-info entry: {str(e)[:200]}")
-    _dtype_from_name(e.get("d"))
-
-
-def _check_side(info: Any) -> None:
-    if not isinstance(info, dict) or not all(isinstance(info.get(k), list) for k in ("targets", "quantized", "float")):
-        raise BitstreamError("malformed side info: expected lists 'targets', 'quantized', 'float'")
-    if not all(isinstance(t, str) for t in info["targets"]):
-        raise BitstreamError("malformed side info: target names must be strings")
-    for e in info["quantized"]:
-        _check_entry(e, quantized=True)
-    for e in info["float"]:
-        _check_entry(e, quantized=False)
-
-
-def _split_payload(data: bytes, start: int, entries: list[dict[str, Any]]) -> list[list[bytes]]:
+def _split_payload(data: bytes, start: int, entries: list[Entry]) -> list[list[bytes]]:
     """Per entry its payload chunks, after checking the total length and every chunk's CRC32."""
-    expected = start + sum(ref[0] for e in entries for ref in e["c"])
+    expected = start + sum(length for e in entries for length, _ in e.chunks)
     if len(data) < expected:
         raise BitstreamError(f"truncated: {len(data)} bytes, the side info announces {expected}")
     if len(data) > expected:
@@ -311,51 +298,51 @@ def _split_payload(data: bytes, start: int, entries: list[dict[str, Any]]) -> li
     out, pos = [], start
     for e in entries:
         pieces = []
-        for i, (length, crc) in enumerate(e["c"]):
+        for i, (length, crc) in enumerate(e.chunks):
             piece = data[pos : pos + length]
             if zlib.crc32(piece) != crc:
-                raise BitstreamError(f"corrupted payload: chunk {i} of {e['n']!r} fails its CRC32 check")
+                raise BitstreamError(f"corrupted payload: chunk {i} of {e.name!r} fails its CRC32 check")
             pieces.append(piece)
             pos += length
         out.append(pieces)
     return out
 
 
-def _decode_quantized(e: dict[str, Any], pieces: list[bytes]) -> QuantizedLayer:
-    count = math.prod(e["s"])
-    values = _cabac_decode(pieces[0], count, f"indices of {e['n']!r}")
-    levels = torch.from_numpy(values).to(_dtype_from_name(e["d"])).reshape(e["s"])
-    try:
-        step = float.fromhex(e["step"])
-    except ValueError as err:
-        raise BitstreamError(f"malformed step of {e['n']!r}: {e['step']!r}") from err
-    return QuantizedLayer(levels=levels, step=step, bits=e["bits"])
+def _decode_quantized(e: Entry, pieces: list[bytes]) -> QuantizedLayer:
+    values = _cabac_decode(pieces[0], e.count, f"indices of {e.name!r}")
+    limits = np.iinfo(_dtype_name(e.dtype))
+    if values.size and (int(values.min()) < limits.min or int(values.max()) > limits.max):
+        raise BitstreamError(f"indices of {e.name!r}: values outside the range of {e.dtype}")
+    levels = torch.from_numpy(values).to(e.dtype).reshape(e.shape)
+    return QuantizedLayer(levels=levels, step=e.step, bits=e.bits)
 
 
-def _decode_float(e: dict[str, Any], pieces: list[bytes]) -> Tensor:
-    dtype, count, what = _dtype_from_name(e["d"]), math.prod(e["s"]), f"values of {e['n']!r}"
-    if e["k"] == "raw":
-        return _from_raw(pieces[0], dtype, count, what).reshape(e["s"])
-    mask = torch.from_numpy(_cabac_decode(pieces[0], count, f"mask of {e['n']!r}")) != 0
-    out = torch.zeros(count, dtype=dtype)
-    out[mask] = _from_raw(pieces[1], dtype, int(mask.sum()), what)
-    return out.reshape(e["s"])
+def _decode_float(e: Entry, pieces: list[bytes]) -> Tensor:
+    what = f"values of {e.name!r}"
+    if e.kind == "raw":
+        return _from_raw(pieces[0], e.dtype, e.count, what).reshape(e.shape)
+    flags = _cabac_decode(pieces[0], e.count, f"mask of {e.name!r}")
+    if flags.size and (int(flags.min()) < 0 or int(flags.max()) > 1):
+        raise BitstreamError(f"mask of {e.name!r}: values other than 0 and 1")
+    mask = torch.from_numpy(flags) != 0
+    out = torch.zeros(e.count, dtype=e.dtype)
+    out[mask] = _from_raw(pieces[1], e.dtype, int(mask.sum()), what)
+    return out.reshape(e.shape)
 
 
 def decode(data: bytes) -> QuantizedModel:
     """Rebuild the model from :attr:`EncodedModel.bitstream`, bit-exactly (names, order, dtypes, shapes).
 
-    Raises :class:`BitstreamError` naming the problem for a truncated, corrupted or foreign stream.
+    Raises :class:`BitstreamError` naming the problem for a truncated, corrupted, foreign or crafted
+    stream (see the module docstring for what is checked); never another exception for bad input.
     """
-    data = bytes(data)
-    info = _read_side(data)
-    start = HEADER_BYTES + _HEAD.unpack_from(data)[2]
-    entries = info["quantized"] + info["float"]
-    pieces = _split_payload(data, start, entries)
-    nq = len(info["quantized"])
-    quantized = {e["n"]: _decode_quantized(e, p) for e, p in zip(entries[:nq], pieces[:nq])}
-    floats = {e["n"]: _decode_float(e, p) for e, p in zip(entries[nq:], pieces[nq:])}
-    return QuantizedModel(quantized=quantized, float_params=floats, targets=list(info["targets"]))
+    data = bytes(memoryview(data))  # bytes-like only: bytes(n) of an int would allocate n bytes
+    side = _read_header(data)
+    entries, nq, targets = read_side_info(side)
+    pieces = _split_payload(data, HEADER_BYTES + len(side), entries)
+    quantized = {e.name: _decode_quantized(e, p) for e, p in zip(entries[:nq], pieces[:nq])}
+    floats = {e.name: _decode_float(e, p) for e, p in zip(entries[nq:], pieces[nq:])}
+    return QuantizedModel(quantized=quantized, float_params=floats, targets=list(targets))
 
 
 # ---------------------------------------------------------------- general-purpose baselines

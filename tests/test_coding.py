@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from ecqx.bitstream_checks import CABAC_VALUES_PER_BYTE, cabac_max_values
 from ecqx.coding import HEADER_BYTES, BitstreamError, EncodedModel, baseline_sizes, decode, encode
 from ecqx.quantized import QuantizedLayer, QuantizedModel
 
@@ -193,3 +194,17 @@ def test_missing_nncodec_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nncodec.extensions.deepCABAC", None)
     with pytest.raises(ImportError, match="make venv"):
         encode(_small_model(2))
+
+
+def test_densest_deepcabac_streams_stay_under_the_values_per_byte_bound():
+    """All-zero layers code densest (measured: 784 values per byte); the decoder's bound must admit them."""
+    for levels in (torch.zeros(1_000_000, dtype=torch.int32), torch.full((1000,), -1, dtype=torch.int32)):
+        enc = _round_trip(QuantizedModel({"w": QuantizedLayer(levels, 1.0, 2)}, {}, ["w"]))
+        assert levels.numel() <= cabac_max_values(enc.weight_bytes)
+        assert levels.numel() / enc.weight_bytes < 0.8 * CABAC_VALUES_PER_BYTE  # the bound's margin
+
+
+def test_decode_takes_any_bytes_like_object():
+    enc = encode(_small_model(3))
+    _assert_identical(_small_model(3), decode(bytearray(enc.bitstream)))
+    _assert_identical(_small_model(3), decode(memoryview(enc.bitstream)))
