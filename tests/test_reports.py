@@ -248,3 +248,25 @@ def test_reproduce_command_resolves_to_the_runs_config(store, monkeypatch, role)
         cli.main(shlex.split(command)[1:])
     params = mlflow.MlflowClient(uri).get_run(ids[role]).data.params
     assert tracking.mlflow_params(caught.value.args[0]) == params
+
+
+def test_runs_logged_with_the_old_param_names_read_back_typed(tmp_path):
+    """Runs logged before method params were named ``method.<field>`` carry ``params.<field>``."""
+    from benchmarks.runs import load_runs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    new = log_run(uri, "ecqx", 2000, 0.95, params={"Lambda": 0.5, "p": 0.2})
+    cfg = run_config(load_suite("digits"), "ecqx", {"bits": 3, "Lambda": 0.7}, model="mlp")
+    old_params = tracking.flatten(to_dict(cfg))  # the old naming: params.Lambda, params.bits, ...
+    assert "params.Lambda" in old_params and "method.Lambda" not in old_params
+    exp = tracking.setup(uri, tracking.experiment_name("digits"))
+    with mlflow.start_run(experiment_id=exp, tags=tracking.run_tags(cfg, "old")) as run:
+        mlflow.log_params(old_params)
+        mlflow.set_tags({"valid": "true", "metric": "accuracy"})
+        mlflow.log_metrics({"test_accuracy": 0.9, "fp_test_accuracy": 0.95, "coded_bytes": 1000, "roundtrip_ok": 1})
+    runs = load_runs("digits", uri).set_index("run_id")
+    assert runs.loc[new, "method_config"] == run_config(
+        load_suite("digits"), "ecqx", {"bits": 4, "Lambda": 0.5, "p": 0.2}, model="mlp"
+    ).params
+    old = runs.loc[run.info.run_id, "method_config"]
+    assert old == cfg.params and isinstance(old.Lambda, float) and old.bits == 3
