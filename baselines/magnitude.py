@@ -17,6 +17,7 @@ from ecqx.checks import check_bits, check_choice, check_int, check_range
 from ecqx.codebook import SCALES, Grid, symmetric_grid
 from ecqx.latent import LatentMethod
 from ecqx.method import METHODS
+from ecqx.profiles import resolve_profile
 
 SCOPES = ("global", "layer")
 
@@ -64,10 +65,12 @@ class MagnitudePruning(LatentMethod):
         scope: str = "global"  # global | layer
         bits: int | None = None  # b: quantize survivors to a symmetric b-bit grid; None keeps FP32
         scale: str = "percentile"  # grid range for bits (see uniform_qat)
+        profile: str = "clean"  # clean | reference (ecqx.profiles): no switch here, accepted suite-wide
         skip_first: bool = False  # keep the first Linear/Conv layer dense and FP32
         skip_last: bool = False  # keep the last Linear/Conv layer dense and FP32
 
         def __post_init__(self) -> None:
+            resolve_profile(self)
             check_range("target_sparsity", self.target_sparsity, 0.0, 1.0)
             check_range("start", self.start, 0.0, 1.0)
             check_range("end", self.end, self.start, 1.0)

@@ -12,6 +12,8 @@ from ecqx.checks import check_bits, check_choice
 from ecqx.codebook import SCALES, Grid, symmetric_grid
 from ecqx.latent import LatentMethod
 from ecqx.method import METHODS
+from ecqx.profiles import resolve_profile
+from ecqx.ste import STE_RULES
 
 
 @METHODS.register("uniform_qat")
@@ -22,12 +24,16 @@ class UniformQAT(LatentMethod):
     class Config:
         bits: int = 4  # b: bit width (2^b - 1 symmetric levels including 0)
         scale: str = "percentile"  # grid range from the 99.9th percentile or the max of |W|
+        profile: str = "clean"  # clean | reference: the default of ``ste`` (ecqx.profiles)
+        ste: str | None = None  # straight-through estimator: identity | centroid_signed | centroid_magnitude
         skip_first: bool = False  # keep the first Linear/Conv layer in FP32
         skip_last: bool = False  # keep the last Linear/Conv layer in FP32
 
         def __post_init__(self) -> None:
+            resolve_profile(self)
             check_bits(self.bits)
             check_choice("scale", self.scale, SCALES)
+            check_choice("ste", self.ste, STE_RULES)
 
     def make_grid(self, name: str, weight: Tensor) -> Grid:
         return symmetric_grid(weight, self.config.bits, self.config.scale)

@@ -23,10 +23,11 @@ import yaml
 import baselines  # noqa: F401  (registers the comparison methods in ecqx.METHODS)
 from ecqx import METHODS
 from ecqx.method import check_keys
+from ecqx.profiles import SHORTHAND
 from ecqx.registry import UnknownNameError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-OPTIMIZERS, SCHEDULES = ("adam", "sgd"), ("cosine", "constant")
+OPTIMIZERS, SCHEDULES, SHUFFLES = ("adam", "sgd"), ("cosine", "constant"), ("stream", "epoch")
 MAX_SEED = 2**32 - 1  # NumPy's seed range
 
 
@@ -56,7 +57,11 @@ class OptimConfig:
     optimizer: str = "adam"  # adam | sgd
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 0.0  # L2 penalty
+    weight_decay_1d: float | None = None  # L2 penalty of 1-D parameters (biases, BatchNorm); None: weight_decay
     schedule: str = "cosine"  # cosine | constant learning-rate schedule over all steps
+    shuffle: str = "stream"  # stream: one generator seeded once | epoch: epoch e seeds offset + 1000·seed + e
+    shuffle_offset: int = 0  # the offset of ``shuffle=epoch`` (e.g. 10000 for the QAT stage of the official code)
+    keep_initial: bool = True  # model selection may keep the starting weights (epoch 0)
 
 
 @dataclass
@@ -239,10 +244,11 @@ def validate(cfg: RunConfig) -> None:
         o = getattr(cfg, stage)
         if o.epochs < 0 or o.batch_size < 1 or not (math.isfinite(o.lr) and o.lr > 0):
             raise ConfigError(f"{stage}: epochs must be >= 0, batch_size >= 1 and lr a finite number > 0")
-        if not all(math.isfinite(v) and v >= 0 for v in (o.momentum, o.weight_decay)):
-            raise ConfigError(f"{stage}: momentum and weight_decay must be finite numbers >= 0")
-        if o.optimizer not in OPTIMIZERS or o.schedule not in SCHEDULES:
-            raise ConfigError(f"{stage}: optimizer must be adam|sgd and schedule cosine|constant")
+        decays = (o.momentum, o.weight_decay, o.weight_decay if o.weight_decay_1d is None else o.weight_decay_1d)
+        if not all(math.isfinite(v) and v >= 0 for v in decays):
+            raise ConfigError(f"{stage}: momentum, weight_decay and weight_decay_1d must be finite numbers >= 0")
+        if o.optimizer not in OPTIMIZERS or o.schedule not in SCHEDULES or o.shuffle not in SHUFFLES:
+            raise ConfigError(f"{stage}: optimizer must be adam|sgd, schedule cosine|constant and shuffle stream|epoch")
 
 
 def make_run_config(base: dict[str, Any], method: str, params: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
@@ -284,6 +290,7 @@ def identity_fields(cfg: RunConfig) -> dict[str, Any]:
     d = to_dict(cfg)
     d.pop("suite")
     params = _non_default(d.pop("params"), to_dict(type(cfg.params)()))
+    params.pop(SHORTHAND, None)  # a profile counts through the switches it resolved to
     out = _non_default(d, {k: v for k, v in to_dict(RunConfig()).items() if k != "params"})
     return {**out, "method": cfg.method, "seed": cfg.seed, "params": params}
 

@@ -73,6 +73,7 @@ class RunResult:
             "best_epoch": self.best_epoch,
         }
         out.update(self.summary)
+        out["history"] = self.history
         out["roundtrip_ok"] = bool(self.coding.get("roundtrip_ok", False))
         if "decoded_test" in self.coding:
             out[f"decoded_test_{key}"] = self.coding["decoded_test"]
@@ -201,6 +202,7 @@ def run(
         stage="train",
         eval_batch_size=cfg.eval_batch_size,
         on_epoch=on_epoch,
+        measure=lambda: epoch_measures(model, method, data, cfg.eval_batch_size, device),
     )
     train_seconds = time.perf_counter() - t0
     qm: QuantizedModel = res.best
@@ -231,6 +233,20 @@ def run(
         tags={"device": str(device), "pretrained": str(getattr(model, "pretrained_source", "scratch"))},
         extras={"per_class_ap": test_all["per_class_ap"]} if "per_class_ap" in test_all else {},
     )
+
+
+def epoch_measures(model: torch.nn.Module, method, data: DataSplits, batch_size: int, device) -> dict[str, Any]:
+    """What a QAT epoch's history row records beside the loss and the validation metric: the test
+    metric (never used for selection) and the sparsity of the compressed weights, overall and per
+    layer (fractions of exact zeros)."""
+    zeros = {name: int((m.weight == 0).sum()) for name, m in method.layers.items()}
+    sizes = {name: m.weight.numel() for name, m in method.layers.items()}
+    test = evaluate(model, data.test, data.multilabel, batch_size, device)[data.task_metric]
+    return {
+        f"test_{data.task_metric}": test,
+        "sparsity": sum(zeros.values()) / max(sum(sizes.values()), 1),
+        "layer_sparsity": {name: zeros[name] / max(sizes[name], 1) for name in zeros},
+    }
 
 
 def coding_summary(coding: dict[str, Any], qm: QuantizedModel, metrics) -> dict[str, float]:

@@ -89,6 +89,18 @@ def mlflow_params(cfg: RunConfig) -> dict[str, str]:
     return {**flatten(d), **flatten(params, METHOD_PREFIX)}
 
 
+def epoch_metrics(stage: str, row: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics of one epoch's history row: ``<stage>_<key>``; per-layer values (mappings) as
+    ``<stage>_<key>.<layer>`` (e.g. ``train_layer_sparsity.3.weight``)."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update({f"{stage}_{k}.{name}": float(x) for name, x in v.items()})
+        elif k != "epoch":
+            out[f"{stage}_{k}"] = float(v)
+    return out
+
+
 def run_tags(cfg: RunConfig, key: str) -> dict[str, str]:
     return {
         "run_key": key,
@@ -186,9 +198,10 @@ def tracked_run(
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
         mlflow.log_params(mlflow_params(cfg))
 
-        def on_epoch(stage: str, epoch: int, row: dict[str, float]) -> None:
-            mlflow.log_metrics({f"{stage}_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
-            log(f"    {stage} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        def on_epoch(stage: str, epoch: int, row: dict[str, Any]) -> None:
+            mlflow.log_metrics(epoch_metrics(stage, row), step=epoch)
+            shown = [f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and isinstance(v, int | float)]
+            log(f"    {stage} epoch {epoch}: " + ", ".join(shown))
 
         try:
             result = run(cfg, data_dir=data_dir, cache_dir=cache_dir, on_epoch=on_epoch, log=log, data=data, key=key)

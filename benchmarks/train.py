@@ -51,12 +51,31 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, work
     )
 
 
-def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """One group of every parameter, or with ``weight_decay_1d`` set two: the 1-D parameters
+    (biases, BatchNorm) with that weight decay, then all others with ``weight_decay``."""
+    params = list(model.parameters())
+    if cfg.weight_decay_1d is None:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    flat = [p for p in params if p.dim() <= 1]
+    rest = [p for p in params if p.dim() > 1]
+    return [{"params": flat, "weight_decay": cfg.weight_decay_1d}, {"params": rest, "weight_decay": cfg.weight_decay}]
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"optimizer must be adam or sgd, got {cfg.optimizer!r}")
+
+
+def reshuffle(train_loader: DataLoader, cfg: OptimConfig, seed: int, epoch: int) -> None:
+    """``shuffle=epoch``: epoch e (1-based here) draws its order from a generator seeded with
+    shuffle_offset + 1000·seed + (e - 1), as the official ECQx code does; ``stream`` keeps one
+    generator, seeded once."""
+    if cfg.shuffle == "epoch":
+        train_loader.generator.manual_seed(cfg.shuffle_offset + 1000 * seed + epoch - 1)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
@@ -127,26 +146,38 @@ def fit(
     eval_batch_size: int = 512,
     workers: int = 0,
     on_epoch: EpochCallback | None = None,
+    measure: Callable[[], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.epochs`` epochs; ``method`` (if any) gets its hooks around the steps.
-    Returns the epoch with the best validation metric and its weights (``method.finalize`` for QAT),
-    among the epochs where ``method.selectable`` holds (a pruning schedule must have finished)."""
+    Returns the epoch with the best validation metric (earliest on ties) and its weights
+    (``method.finalize`` for QAT), among the epochs where ``method.selectable`` holds (a pruning
+    schedule must have finished) and, with ``keep_initial``, the starting weights. ``measure()``
+    adds to each epoch's history row (e.g. test metric and sparsity; never used for selection)."""
     metric = data.task_metric
     keep = (lambda: method.finalize(model)) if method is not None else (lambda: copy.deepcopy(model.state_dict()))
     train_loader = loader(data.train, cfg.batch_size, shuffle=True, seed=seed, workers=workers)
     total = cfg.epochs * len(train_loader)
-    opt = make_optimizer(model.parameters(), cfg)
+    opt = make_optimizer(param_groups(model, cfg), cfg)
     sched = make_schedule(opt, cfg, total)
     criterion = loss_fn(data.multilabel)
     if method is not None:
-        method.prepare(model, total_steps=total)
+        method.prepare(model, total_steps=total, optimizer=opt)
     selectable = lambda: method is None or method.selectable  # noqa: E731  (e.g. pruning schedule done)
     result = TrainResult(-1, -math.inf, None)
-    if selectable():
-        result = TrainResult(0, evaluate(model, data.val, data.multilabel, eval_batch_size, device)[metric], keep())
+    if measure is not None or (selectable() and cfg.keep_initial):  # epoch 0: the starting weights
+        val = evaluate(model, data.val, data.multilabel, eval_batch_size, device)[metric]
+        if selectable() and cfg.keep_initial:
+            result = TrainResult(0, val, keep())
+        if measure is not None:
+            result.history.append({"epoch": 0, f"val_{metric}": val, **measure()})
+            if on_epoch is not None:
+                on_epoch(stage, 0, result.history[0])
     for epoch in range(1, cfg.epochs + 1):
         if hasattr(data.train, "set_epoch"):
             data.train.set_epoch(epoch)
+        reshuffle(train_loader, cfg, seed, epoch)
+        if method is not None:
+            method.start_epoch(epoch)
         model.train()
         running, count = 0.0, 0
         for x, y in train_loader:
@@ -155,12 +186,12 @@ def fit(
             loss = criterion(model(x), y)
             loss.backward()
             opt.step()
-            sched.step()
             if method is not None:
-                method.after_step(model, (x, y))
+                method.after_step(model, (x, y))  # before the schedule moves: it may follow this step's lr
+            sched.step()
             running, count = running + loss.item() * len(x), count + len(x)
         val = evaluate(model, data.val, data.multilabel, eval_batch_size, device)[metric]
-        row = {"epoch": epoch, "loss": running / max(count, 1), f"val_{metric}": val}
+        row = {"epoch": epoch, "loss": running / max(count, 1), f"val_{metric}": val, **(measure() if measure else {})}
         result.history.append(row)
         last = epoch == cfg.epochs and result.best is None  # nothing selectable yet: take the last
         if (selectable() and val > result.best_val) or last:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ecqx.beta import check_band, choose_beta, reference_beta, skips, start_beta, thresholds
 from ecqx.entropy import (
     check_lambda_max_rule,
     information_content,
@@ -161,79 +162,9 @@ def _zero_wins(zero_cost: Tensor, m: Tensor, j: Tensor, zero_index: int) -> Tens
     return zero
 
 
-def _kth_pair(b: Tensor, k: int) -> tuple[float, float]:
-    """The k-th and (k+1)-th smallest values of ``b`` (1-based; +inf past the end), exactly.
-
-    Large inputs: a random sample (fixed seed) brackets rank k, one pass counts what lies below the
-    bracket, and the exact selection runs on the few inside it (the full selection is the fallback)."""
-    n = b.numel()
-    if n > 1 << 16:
-        picks = torch.randint(0, n, (16384,), generator=torch.Generator().manual_seed(n)).to(b.device)
-        sample = b[picks].sort().values
-        at, spread = (k * sample.numel()) // n, 2 * math.isqrt(sample.numel()) + 8
-        lo = sample[at - spread].item() if at >= spread else -math.inf
-        hi = sample[at + spread].item() if at + spread < sample.numel() else math.inf
-        below = int(torch.count_nonzero(b < lo))
-        inside = b[where_true((b >= lo) & (b <= hi))]
-        top = below + inside.numel()  # ranks below+1 .. top lie inside
-        if below < k and (k < top or top == n):
-            kth = inside.kthvalue(k - below).values.item()
-            return kth, _min_above(inside, kth, k - below) if k < top else math.inf
-    kth = b.kthvalue(k).values.item()
-    return kth, _min_above(b, kth, k) if k < n else math.inf
-
-
-def _min_above(b: Tensor, kth: float, k: int) -> float:
-    """The (k+1)-th smallest of ``b`` (k < numel) given its k-th smallest value."""
-    if int(torch.count_nonzero(b <= kth)) > k:
-        return kth
-    return b[where_true(b > kth)].min().item()
-
-
-def _choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: int) -> float:
-    """A β whose zero count ``#{β·ln R < ln t}`` lies in [k_lo, k_hi], nearest to β0's count.
-
-    For ln R < 0 a weight is zero iff β > b_i = ln t_i / ln R_i, so the count is a step function of β;
-    the wanted count is hit by a β between two neighbouring sorted thresholds (k-th values).
-    Weights with ln R = 0 are zero for every β (ln t > 0) or for none; they sit at -inf / +inf of b.
-    """
-    # log_r is -0.0 where ln R = 0, so those weights get b = -inf (ln t > 0) or +inf / NaN (else)
-    b = (log_t / log_r).nan_to_num_(nan=math.inf, posinf=math.inf, neginf=-math.inf)
-    count0 = int(torch.count_nonzero(b < beta0))
-    if k_lo <= count0 <= k_hi:
-        return beta0
-    flat = where_true(log_r == 0)  # ln R = 0: typically the one weight of largest R
-    n_dec = b.numel() - flat.numel()
-    constant_zero = int(torch.count_nonzero(log_t[flat] > 0))
-    if n_dec == 0:
-        return beta0
-    target = min(max(count0, k_lo), k_hi)
-    if target <= constant_zero:
-        low = _kth_pair(b, constant_zero + 1)[0]  # min over the decreasing weights
-        return low - 1.0 if math.isfinite(low) else beta0
-    if target >= constant_zero + n_dec:
-        top = _kth_pair(b, constant_zero + n_dec)[0]
-        return top + 1.0 if math.isfinite(top) else beta0
-    below, above = _kth_pair(b, target)
-    if below == above:  # ties: take the achievable count closest to the wanted one
-        larger = b[where_true((b > below) & (log_r < 0))]
-        above = larger.min().item() if larger.numel() else below + 1.0
-    if math.isinf(below):
-        return above - 1.0 if math.isfinite(above) else beta0
-    if math.isinf(above):
-        return below + 1.0
-    return (below + above) / 2.0
-
-
 def _relevance_factor(relevance: Tensor, rho: float, beta: float) -> Tensor:
     """ρ · (R + ε)^β, the zero cluster's cost multiplier."""
     return rho * (relevance + RELEVANCE_EPS) ** beta
-
-
-def _start_beta(relevance: Tensor) -> float:
-    """β_0 = ln 0.5 / ln mean(R), so that a weight of mean relevance gets R^β = 0.5."""
-    mean = relevance.mean().item()
-    return math.log(0.5) / math.log(mean) if 0.0 < mean < 1.0 else 1.0
 
 
 def _logs_decide(c: Tensor, penalty: Tensor, zero_index: int, span, rho: float) -> bool:
@@ -287,6 +218,8 @@ def assign_layer(
     rho: float = 2.0,
     lambda_max_rule: str = "thesis",
     *,
+    pmf: str = "exact",
+    band: str = "clip",
     index_dtype: torch.dtype = torch.int64,
 ) -> Assignment:
     """ECQ (``relevance=None``) or ECQx assignment of one layer; see the module docstring.
@@ -294,8 +227,10 @@ def assign_layer(
     weight: any shape; centroids: ascending, shape (C,), containing 0; Lambda: Λ >= 0;
     layer_share: N_l/N_max in (0, 1]; relevance: same shape as weight, in [0, 1];
     p: width of the ECQx sparsity band [max(0, s_ECQ - p), s_ECQ];
+    lambda_max_rule, pmf, band: ``clean`` or official (``reference``) behaviour, see ``ecqx.profiles``;
     index_dtype: dtype of ``indices`` (uint8 saves conversions when C <= 256).
     """
+    check_band(band)
     zero_index = int(torch.nonzero(centroids == 0).reshape(-1)[0])
     w = weight.detach().reshape(-1)
     c = centroids.to(w.dtype)
@@ -303,8 +238,8 @@ def assign_layer(
     span = None if _use_direct(n, c.numel()) else _finite_range(w)
     bins = Bins(w, *span, c.tolist()) if span else None
     counts = _nearest_counts(bins, w, c, span) if bins else torch.bincount(_nearest_direct(w, c), minlength=c.numel())
-    pmf = pmf_from_counts(counts, n, zero_index)
-    info = information_content(pmf)
+    probs = pmf_from_counts(counts, n, zero_index, pmf)
+    info = information_content(probs)
     lam = 0.0
     if Lambda != 0:
         check_lambda_max_rule(lambda_max_rule)
@@ -313,8 +248,13 @@ def assign_layer(
             extremes, c.to(torch.float64).tolist(), info.tolist(), zero_index, lambda_max_rule
         )
         lam = Lambda * layer_decay(layer_share) * lam_max
-    penalty = torch.where(pmf > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype)
+    penalty = torch.where(probs > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype)
     env = bins.envelope(c, penalty) if bins else None
+    zeros_ecq = None
+    if relevance is not None and bins is not None:
+        zeros_ecq = count_argmin(bins, w, c, penalty, env, zero_index)
+        if band == "reference" and skips(zeros_ecq, n, p):
+            relevance = None  # the official β search is never entered: relevance has no effect
     if relevance is None and bins is not None:
         idx, zeros = table_argmin(bins, w, c, penalty, env, zero_index)
         return Assignment(idx.to(index_dtype).reshape(weight.shape), lam, zeros / n, None)
@@ -324,27 +264,29 @@ def assign_layer(
     if bins is None:  # direct path: the ECQ decision per weight
         zero = _zero_wins(c0, m, j, zero_index)
         zeros_ecq = int(torch.count_nonzero(zero))
-    else:
-        zeros_ecq = count_argmin(bins, w, c, penalty, env, zero_index)
     beta = None
-    if relevance is not None:
+    if relevance is not None and not (band == "reference" and skips(zeros_ecq, n, p)):
         r = relevance.detach().reshape(-1).to(w.dtype)
-        beta, zero = _relevance_assign(
-            c0, m, j, r, zeros_ecq, p, rho, zero_index, _logs_decide(c, penalty, zero_index, span, rho)
-        )
+        logs_ok = _logs_decide(c, penalty, zero_index, span, rho)
+        beta, zero = _relevance_assign(c0, m, j, r, zeros_ecq, p, rho, zero_index, logs_ok, band)
     indices = choose(zero, j, zero_index).to(index_dtype)
     return Assignment(indices.reshape(weight.shape), lam, zeros_ecq / n if n else 0.0, beta)
 
 
 def _relevance_assign(
-    c0, m, j, r, zeros_ecq: int, p: float, rho: float, zero_index: int, logs_ok
+    c0, m, j, r, zeros_ecq: int, p: float, rho: float, zero_index: int, logs_ok, band: str = "clip"
 ) -> tuple[float, Tensor]:
-    """ECQx: β from the sparsity band [zeros_ecq - p·N, zeros_ecq], then which weights go to zero."""
+    """ECQx: β for the sparsity band [zeros_ecq - p·N, zeros_ecq] (``clip``: a β whose zero count
+    lies in the band, by selection; ``reference``: the official multiplicative search), then which
+    weights go to zero."""
     n = r.numel()
-    k_lo, k_hi = max(0, math.ceil(zeros_ecq - p * n - 1e-9)), zeros_ecq
     log_r = torch.log(r + RELEVANCE_EPS).clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
     log_t = torch.log(m).sub_(torch.log(c0)).sub_(math.log(rho))
-    beta = _choose_beta(log_r, log_t, _start_beta(r), k_lo, k_hi)
+    if band == "clip":
+        k_lo, k_hi = max(0, math.ceil(zeros_ecq - p * n - 1e-9)), zeros_ecq
+        beta = choose_beta(log_r, log_t, start_beta(r), k_lo, k_hi)
+    else:
+        beta = reference_beta(thresholds(log_r, log_t), start_beta(r), zeros_ecq / n, p)
     logs_ok = logs_ok and abs(beta) < 1e6
     return beta, _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok)
 
@@ -358,6 +300,13 @@ def assign(
     p: float = 0.1,
     rho: float = 2.0,
     lambda_max_rule: str = "thesis",
+    *,
+    pmf: str = "exact",
+    band: str = "clip",
 ) -> Tensor:
-    """Centroid index per weight (LongTensor, weight shape); see :func:`assign_layer`."""
-    return assign_layer(weight, centroids, Lambda, layer_share, relevance, p, rho, lambda_max_rule).indices
+    """Centroid index per weight (LongTensor, weight shape); see :func:`assign_layer`. With
+    ``pmf="reference", lambda_max_rule="reference"`` (and ``band="reference"`` for ECQx) it is the
+    official code's ``ecq()`` assignment."""
+    return assign_layer(
+        weight, centroids, Lambda, layer_share, relevance, p, rho, lambda_max_rule, pmf=pmf, band=band
+    ).indices

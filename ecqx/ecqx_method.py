@@ -15,29 +15,36 @@ import torch
 from torch import Tensor, nn
 
 from ecqx.assignment import assign_layer
+from ecqx.beta import BAND_RULES
 from ecqx.checks import check_bits, check_choice, check_int, check_range
 from ecqx.codebook import Grid, make_grid
-from ecqx.entropy import LAMBDA_MAX_RULES
+from ecqx.entropy import LAMBDA_MAX_RULES, PMF_RULES
 from ecqx.latent import LatentMethod
 from ecqx.method import METHODS
+from ecqx.profiles import RELEVANCE_MODELS, RELEVANCE_RESETS, RELEVANCE_STARTS, resolve_profile
 from ecqx.ste import STE_RULES
 
 
 @dataclass(frozen=True)
 class ECQConfig:
-    """ECQ's hyperparameters (shared by ECQx)."""
+    """ECQ's hyperparameters (shared by ECQx). Fields left None take the value of ``profile``
+    (``ecqx.profiles``: clean formulation or the official code's behaviour)."""
 
     bits: int = 4  # b: bit width; 2^b centroids per layer, one of them exactly 0
     Lambda: float = 0.2  # Λ: entropy-constraint strength, as a share of each layer's λ_max
-    lambda_max_rule: str = "thesis"  # thesis | reference (official code's λ_max)
-    ste: str = "identity"  # straight-through estimator (ecqx.ste)
+    profile: str = "clean"  # clean | reference: the default of every switch below
+    lambda_max_rule: str | None = None  # λ_max: thesis | reference (official code)
+    pmf: str | None = None  # P_c with P_0 >= 0.5: exact | reference (official rescale loop)
+    ste: str | None = None  # straight-through estimator: identity | centroid_signed | centroid_magnitude
     skip_first: bool = False  # keep the first Linear/Conv layer in FP32
     skip_last: bool = False  # keep the last Linear/Conv layer in FP32
 
     def __post_init__(self) -> None:
+        resolve_profile(self)
         check_bits(self.bits)
         check_range("Lambda (Λ)", self.Lambda, 0.0, float("inf"))
         check_choice("lambda_max_rule", self.lambda_max_rule, LAMBDA_MAX_RULES)
+        check_choice("pmf", self.pmf, PMF_RULES)
         check_choice("ste", self.ste, STE_RULES)
 
 
@@ -72,6 +79,8 @@ class EntropyConstrained(LatentMethod):
                 getattr(cfg, "p", 0.0),
                 getattr(cfg, "rho", 1.0),
                 cfg.lambda_max_rule,
+                pmf=cfg.pmf,
+                band=getattr(cfg, "band", "clip"),
                 index_dtype=torch.uint8 if centroids.numel() <= 256 else torch.int16,
             )
             self.indices[name] = self.compact(a.indices)
@@ -92,9 +101,17 @@ class ECQx(EntropyConstrained):
         composite: str = "epsilon_plus_flat"  # zennit composite for input relevances
         canonizer: str = "auto"  # none | sequential_bn | resnet | auto (model.lrp_canonizer)
         epsilon: float = 1e-6  # ε of the epsilon weight rule
+        relevance_model: str | None = None  # LRP on: quantized (weights that saw the batch) | stepped
+        relevance_ema_reset: str | None = None  # relevance EMA restarts: never | epoch
+        band: str | None = None  # β search: clip (selection into the band) | reference (official search)
+        relevance_start: str | None = None  # start relevance: logit | batch_mean (logit / batch size)
 
         def __post_init__(self) -> None:
             super().__post_init__()
+            check_choice("relevance_model", self.relevance_model, RELEVANCE_MODELS)
+            check_choice("relevance_ema_reset", self.relevance_ema_reset, RELEVANCE_RESETS)
+            check_choice("band", self.band, BAND_RULES)
+            check_choice("relevance_start", self.relevance_start, RELEVANCE_STARTS)
             check_range("p", self.p, 0.0, 1.0)
             check_range("rho (ρ)", self.rho, 0.0, float("inf"), low_open=True)
             check_range("alpha (α)", self.alpha, 0.0, 0.999999)
@@ -113,16 +130,24 @@ class ECQx(EntropyConstrained):
             canonizer = self.config.canonizer
             if canonizer == "auto":
                 canonizer = getattr(model, "lrp_canonizer", "none")
-            self._lrp = WeightRelevance(self.config.composite, canonizer, self.config.epsilon)
+            cfg = self.config
+            self._lrp = WeightRelevance(cfg.composite, canonizer, cfg.epsilon, cfg.relevance_start)
         return self._lrp
 
+    def start_epoch(self, epoch: int) -> None:
+        """``relevance_ema_reset=epoch``: the relevance EMA restarts with every epoch."""
+        if self.config.relevance_ema_reset == "epoch":
+            self.relevance.clear()
+
     def update_relevance(self, model: nn.Module, batch: tuple[Tensor, Tensor] | None) -> None:
-        """Every ``relevance_every`` steps: LRP on the current compressed model for ``batch``, EMA into
-        ``self.relevance`` (R = α·R_prev + (1-α)·R_new)."""
+        """Every ``relevance_every`` steps: LRP for ``batch`` on the quantized network that saw it
+        (``relevance_model=quantized``) or on the weights the optimizer step just moved (``stepped``),
+        EMA into ``self.relevance`` (R = α·R_prev + (1-α)·R_new)."""
         cfg = self.config
         if not cfg.relevance or batch is None or (self.step - 1) % cfg.relevance_every != 0:
             return
-        self.write_all()  # relevances are those of the quantized network that saw this batch
+        if cfg.relevance_model == "quantized":
+            self.write_all()  # the compressed values of before the step
         x, y = batch
         fresh = self._relevance_engine(model)(model, x, y, self.layers)
         a = cfg.alpha

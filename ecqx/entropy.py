@@ -19,6 +19,7 @@ from torch import Tensor
 P0_MIN = 0.5  # P_0 is raised to at least this, so zero is always cheapest in information
 SUSTAIN = 0.05  # δ_l = (N_l/N_max + SUSTAIN) / (1 + SUSTAIN)
 LAMBDA_MAX_RULES = ("thesis", "reference")
+PMF_RULES = ("exact", "reference")
 
 
 def layer_decay(layer_share: float) -> float:
@@ -26,21 +27,42 @@ def layer_decay(layer_share: float) -> float:
     return (layer_share + SUSTAIN) / (1.0 + SUSTAIN)
 
 
-def pmf_from_counts(counts: Tensor, n: int, zero_index: int) -> Tensor:
-    """P_c (float64, shape (C,)) from the nearest-neighbour histogram ``counts`` of ``n`` weights:
-    when P_0 < 0.5 the non-zero clusters are rescaled by 0.5 / (1 - P_0) and P_0 set to 0.5."""
+def pmf_from_counts(counts: Tensor, n: int, zero_index: int, rule: str = "exact") -> Tensor:
+    """P_c (float64, shape (C,)) from the nearest-neighbour histogram ``counts`` of ``n`` weights,
+    with P_0 raised to 0.5 when it is below.
+
+    exact:     the non-zero clusters are rescaled by 0.5 / (1 - P_0).
+    reference: the official code's loop over the non-empty clusters in ascending order,
+               P_i -= P_i / (1 - P_0) · (0.5 - P_0), which also runs for i = 0 and reads P_0 as
+               already changed there: clusters after zero lose more than an exact rescale.
+    """
     pmf = counts.to(torch.float64) / max(n, 1)
-    if pmf[zero_index] < P0_MIN:
-        nonzero_mass = 1.0 - pmf[zero_index].item()
-        pmf = pmf * (P0_MIN / nonzero_mass) if nonzero_mass > 0 else pmf
-        pmf[zero_index] = P0_MIN
+    if pmf[zero_index] >= P0_MIN:
+        return pmf
+    nonzero_mass = 1.0 - pmf[zero_index].item()
+    if nonzero_mass <= 0:
+        return pmf
+    if rule == "exact":
+        pmf = pmf * (P0_MIN / nonzero_mass)
+    else:
+        check_pmf_rule(rule)
+        p = pmf.tolist()
+        for i in [i for i, c in enumerate(counts.tolist()) if c > 0 or i == zero_index]:
+            p[i] -= p[i] / nonzero_mass * (P0_MIN - p[zero_index])  # p[zero_index] as changed so far
+        pmf = torch.tensor(p, dtype=torch.float64, device=counts.device)
+    pmf[zero_index] = P0_MIN
     return pmf
 
 
-def probabilities(nearest: Tensor, num_centroids: int, zero_index: int) -> Tensor:
+def check_pmf_rule(rule: str) -> None:
+    if rule not in PMF_RULES:
+        raise ValueError(f"pmf must be one of {', '.join(PMF_RULES)}, got {rule!r}")
+
+
+def probabilities(nearest: Tensor, num_centroids: int, zero_index: int, rule: str = "exact") -> Tensor:
     """P_c (float64, shape (C,)) from the nearest-centroid index of every weight (P_0 >= 0.5)."""
     counts = torch.bincount(nearest.reshape(-1), minlength=num_centroids)
-    return pmf_from_counts(counts, nearest.numel(), zero_index)
+    return pmf_from_counts(counts, nearest.numel(), zero_index, rule)
 
 
 def information_content(pmf: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ A method is a class with a nested, frozen ``Config`` dataclass (every field's co
 paper symbol it stands for; the defaults there are the only defaults) and these hooks:
 
     prepare(model, total_steps, optimizer)  once, before training
+    start_epoch(epoch)                      before every epoch (optional)
     after_step(model, batch)                after every optimizer step
     finalize(model) -> QuantizedModel       once, after training
     selectable -> bool                      whether the current state may be chosen by model selection
@@ -71,6 +72,9 @@ class Method(ABC):
         """Once before training: choose the layers and write the first compressed weights.
         ``total_steps``: optimizer steps the training will take; ``optimizer``: the training optimizer
         (methods whose straight-through estimator keeps its own optimizer copy its settings)."""
+
+    def start_epoch(self, epoch: int) -> None:  # noqa: B027  (an optional hook: nothing by default)
+        """Called by the training loop before each epoch (1-based); nothing by default."""
 
     @abstractmethod
     def after_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None) -> None:

@@ -160,13 +160,15 @@ class _WeightRelevanceHook(Hook):
         super().remove()
 
 
-def start_relevance(logits: Tensor, target: Tensor) -> Tensor:
+def start_relevance(logits: Tensor, target: Tensor, start: str = "logit") -> Tensor:
     """Output relevance: the true-class logit (class index targets) or the positive classes'
-    logits (0/1 multi-label targets of shape (batch, classes)); zero elsewhere."""
+    logits (0/1 multi-label targets of shape (batch, classes)); zero elsewhere. ``batch_mean``
+    divides it by the batch size (the official code's start relevance)."""
     if target.dim() == logits.dim() and target.shape == logits.shape:
-        return logits * (target > 0).to(logits.dtype)
-    mask = torch.zeros_like(logits).scatter_(1, target.reshape(-1, 1).long(), 1.0)
-    return logits * mask
+        out = logits * (target > 0).to(logits.dtype)
+    else:
+        out = logits * torch.zeros_like(logits).scatter_(1, target.reshape(-1, 1).long(), 1.0)
+    return out / logits.shape[0] if start == "batch_mean" else out
 
 
 class WeightRelevance:
@@ -174,15 +176,18 @@ class WeightRelevance:
 
     composite: a zennit composite name (default ``epsilon_plus_flat``);
     canonizer: ``none``, ``sequential_bn`` or ``resnet`` (see :data:`CANONIZERS`);
-    epsilon: ε of the weight rule (and of the composite's epsilon rule).
+    epsilon: ε of the weight rule (and of the composite's epsilon rule);
+    start: ``logit`` or ``batch_mean`` (see :func:`start_relevance`).
     """
 
-    def __init__(self, composite: str = "epsilon_plus_flat", canonizer: str = "none", epsilon: float = 1e-6):
+    def __init__(
+        self, composite: str = "epsilon_plus_flat", canonizer: str = "none", epsilon: float = 1e-6, start: str = "logit"
+    ):
         if composite not in COMPOSITES:
             raise ValueError(f"unknown LRP composite {composite!r}; known: {', '.join(composite_names())}")
         if canonizer not in CANONIZERS:
             raise ValueError(f"unknown LRP canonizer {canonizer!r}; known: {', '.join(CANONIZERS)}")
-        self.composite_name, self.canonizer, self.epsilon = composite, canonizer, epsilon
+        self.composite_name, self.canonizer, self.epsilon, self.start = composite, canonizer, epsilon, start
 
     def _composite(self, targets: dict[nn.Module, str], sink):
         cls = COMPOSITES[self.composite_name]
@@ -218,7 +223,7 @@ class WeightRelevance:
             with self._composite(targets, sink).context(model) as modified:
                 x = x.detach().requires_grad_()
                 logits = modified(x)
-                torch.autograd.grad(logits, x, start_relevance(logits.detach(), target))
+                torch.autograd.grad(logits, x, start_relevance(logits.detach(), target, self.start))
         finally:
             model.train(was_training)
         return {name: found.get(name, torch.zeros_like(layers[name].weight)) for name in layers}

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import ecqx.assignment as A
+import ecqx.beta as B
 import ecqx.entropy as H
 import ecqx.envelope as E
 from ecqx import assign_layer, codebook
@@ -239,7 +240,7 @@ def test_beta_selection_equals_the_original(n):
     for k_lo, k_hi in ((0, 0), (n // 3, n // 3 + 10), (n // 2, n // 2), (n - 5, n), (n, n), (10, 20), (1, 2)):
         for beta0 in (0.01, 0.3, 5.0):
             want = original_choose_beta(log_r, log_t, beta0, k_lo, k_hi)
-            got = A._choose_beta(log_r.clone().copysign_(-1.0), log_t, beta0, k_lo, k_hi)
+            got = B.choose_beta(log_r.clone().copysign_(-1.0), log_t, beta0, k_lo, k_hi)
             assert got == want, (k_lo, k_hi, beta0)
 
 

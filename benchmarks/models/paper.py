@@ -41,11 +41,12 @@ def _check_shape(name: str, input_shape: Sequence[int], ndim: int) -> tuple[int,
 def mlp(
     num_classes: int, input_shape: Sequence[int], *, hidden: Sequence[int] = MLP_GSC_HIDDEN, batch_norm: bool = True
 ) -> nn.Module:
-    """Flatten, then (Linear -> [BatchNorm1d ->] ReLU) per hidden width, then Linear to the classes.
+    """[Flatten,] then (Linear -> [BatchNorm1d ->] ReLU) per hidden width, then Linear to the classes.
+    Flatten comes first only for inputs of more than one dimension.
 
     Input (B, *input_shape) -> logits (B, num_classes).
     """
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = [nn.Flatten()] if len(input_shape) > 1 else []
     width = math.prod(input_shape)
     for out in hidden:
         layers += [nn.Linear(width, out), *([nn.BatchNorm1d(out)] if batch_norm else []), nn.ReLU()]

@@ -14,6 +14,15 @@ def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] 
     return paper_mlp(num_classes, input_shape, hidden=tuple(hidden), batch_norm=False)
 
 
+@MODELS.register("mlp_bn")
+def mlp_bn(
+    num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] | list[int] = (256, 256)
+) -> nn.Module:
+    """[Flatten ->] [Linear -> BatchNorm1d -> ReLU] x len(hidden) -> Linear: the official ECQx code's
+    digits MLP (64-256-256-10 on flat inputs: layers 0, 3 and 6). Default PyTorch initialisation."""
+    return paper_mlp(num_classes, input_shape, hidden=tuple(hidden), batch_norm=True)
+
+
 @MODELS.register("small_cnn")
 def small_cnn(
     num_classes: int, input_shape: tuple[int, ...], channels: tuple[int, int] | list[int] = (16, 32)

@@ -1,0 +1,127 @@
+"""ECQx's relevance exponent β: the search for the β that puts a layer's sparsity in the band.
+
+The zero cluster's cost is multiplied by ρ·(R + ε)^β. For ln R < 0 a weight goes to zero iff
+β > b_i = ln t_i / ln R_i (t_i: its best non-zero cost over its zero cost over ρ), so the zero count
+is a step function of β, #{b < β}.
+
+clip       β is picked by selection on the sorted thresholds so that the zero count lies in
+           [max(0, s_ECQ - p)·N, s_ECQ·N], nearest to the count of β_0 = ln 0.5 / ln mean(R).
+reference  the official code's search: none when s_ECQ <= p; else multiplicative steps from β_0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ecqx.envelope import where_true
+
+
+def kth_pair(b: Tensor, k: int) -> tuple[float, float]:
+    """The k-th and (k+1)-th smallest values of ``b`` (1-based; +inf past the end), exactly.
+
+    Large inputs: a random sample (fixed seed) brackets rank k, one pass counts what lies below the
+    bracket, and the exact selection runs on the few inside it (the full selection is the fallback)."""
+    n = b.numel()
+    if n > 1 << 16:
+        picks = torch.randint(0, n, (16384,), generator=torch.Generator().manual_seed(n)).to(b.device)
+        sample = b[picks].sort().values
+        at, spread = (k * sample.numel()) // n, 2 * math.isqrt(sample.numel()) + 8
+        lo = sample[at - spread].item() if at >= spread else -math.inf
+        hi = sample[at + spread].item() if at + spread < sample.numel() else math.inf
+        below = int(torch.count_nonzero(b < lo))
+        inside = b[where_true((b >= lo) & (b <= hi))]
+        top = below + inside.numel()  # ranks below+1 .. top lie inside
+        if below < k and (k < top or top == n):
+            kth = inside.kthvalue(k - below).values.item()
+            return kth, _min_above(inside, kth, k - below) if k < top else math.inf
+    kth = b.kthvalue(k).values.item()
+    return kth, _min_above(b, kth, k) if k < n else math.inf
+
+
+def _min_above(b: Tensor, kth: float, k: int) -> float:
+    """The (k+1)-th smallest of ``b`` (k < numel) given its k-th smallest value."""
+    if int(torch.count_nonzero(b <= kth)) > k:
+        return kth
+    return b[where_true(b > kth)].min().item()
+
+
+def choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: int) -> float:
+    """A β whose zero count ``#{β·ln R < ln t}`` lies in [k_lo, k_hi], nearest to β0's count.
+
+    For ln R < 0 a weight is zero iff β > b_i = ln t_i / ln R_i, so the count is a step function of β;
+    the wanted count is hit by a β between two neighbouring sorted thresholds (k-th values).
+    Weights with ln R = 0 are zero for every β (ln t > 0) or for none; they sit at -inf / +inf of b.
+    """
+    b = thresholds(log_r, log_t)
+    count0 = int(torch.count_nonzero(b < beta0))
+    if k_lo <= count0 <= k_hi:
+        return beta0
+    flat = where_true(log_r == 0)  # ln R = 0: typically the one weight of largest R
+    n_dec = b.numel() - flat.numel()
+    constant_zero = int(torch.count_nonzero(log_t[flat] > 0))
+    if n_dec == 0:
+        return beta0
+    target = min(max(count0, k_lo), k_hi)
+    if target <= constant_zero:
+        low = kth_pair(b, constant_zero + 1)[0]  # min over the decreasing weights
+        return low - 1.0 if math.isfinite(low) else beta0
+    if target >= constant_zero + n_dec:
+        top = kth_pair(b, constant_zero + n_dec)[0]
+        return top + 1.0 if math.isfinite(top) else beta0
+    below, above = kth_pair(b, target)
+    if below == above:  # ties: take the achievable count closest to the wanted one
+        larger = b[where_true((b > below) & (log_r < 0))]
+        above = larger.min().item() if larger.numel() else below + 1.0
+    if math.isinf(below):
+        return above - 1.0 if math.isfinite(above) else beta0
+    if math.isinf(above):
+        return below + 1.0
+    return (below + above) / 2.0
+
+
+def thresholds(log_r: Tensor, log_t: Tensor) -> Tensor:
+    """b_i = ln t_i / ln R_i: for ln R < 0 a weight goes to zero iff β > b_i, so the zero count at β
+    is #{b < β}. log_r is -0.0 where ln R = 0, so those weights get b = -inf (ln t > 0: zero for
+    every β) or +inf (never zero)."""
+    return (log_t / log_r).nan_to_num_(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+
+
+BAND_RULES = ("clip", "reference")
+REFERENCE_STEPS = ((40, 0.75), (20, 0.5), (0, 0.1))  # (from iteration, multiplicative β step)
+REFERENCE_ITERATIONS = 50
+
+
+def check_band(band: str) -> None:
+    if band not in BAND_RULES:
+        raise ValueError(f"band must be one of {', '.join(BAND_RULES)}, got {band!r}")
+
+
+def skips(zeros_ecq: int, n: int, p: float) -> bool:
+    """Whether the official code skips its β search: it runs only while s_ECQ - p > 0."""
+    return not (n and zeros_ecq / n - p > 0)
+
+
+def reference_beta(b: Tensor, beta0: float, s_ecq: float, p: float) -> float:
+    """The official code's β search: evaluate the sparsity s at β; while s is outside
+    [s_ECQ - p, s_ECQ], β *= 1 + step·sign(s_ECQ - s) (step 0.1, from iteration 20 0.5, from 40
+    0.75), then β = min(β, 1); at most 51 evaluations. Returns the last β evaluated."""
+    ordered = b.sort().values
+    n = b.numel()
+    beta = beta0
+    for iteration in range(REFERENCE_ITERATIONS + 1):
+        tried = beta
+        s = int(torch.searchsorted(ordered, torch.tensor(beta, dtype=ordered.dtype, device=ordered.device))) / n
+        if s_ecq - p <= s <= s_ecq:
+            break
+        step = next(size for start, size in REFERENCE_STEPS if iteration >= start)
+        beta = min(beta * (1.0 + step * math.copysign(1.0, s_ecq - s)), 1.0)  # s != s_ECQ here
+    return tried
+
+
+def start_beta(relevance: Tensor) -> float:
+    """β_0 = ln 0.5 / ln mean(R), so that a weight of mean relevance gets R^β = 0.5."""
+    mean = relevance.mean().item()
+    return math.log(0.5) / math.log(mean) if 0.0 < mean < 1.0 else 1.0
