@@ -9,7 +9,7 @@ DATA   ?=
 ARGS   ?=
 WORKERS ?= 2
 
-.PHONY: venv test test-slow lint format bench tables ablation ui perf leaderboard clean-runs
+.PHONY: venv test test-slow lint format bench tables ablation ui perf leaderboard fidelity clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ tables: venv
 
 perf: venv
 	$(PY) -m benchmarks.perf
+
+fidelity: venv
+	$(PY) -m benchmarks.fidelity --workers $(WORKERS) $(ARGS)
 
 leaderboard: venv
 	$(PY) -m benchmarks.cli leaderboard

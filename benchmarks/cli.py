@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
     t.add_argument("--tracking-uri", default=None)
+    t.add_argument("--last", type=int, default=None, help="also table_last<K>: means over the last K QAT epochs")
     a = sub.add_parser("ablation", help="run an ablation (configs/ablations/NAME.yaml) and write its delta table")
     a.add_argument("name")
     _common(a)
@@ -140,7 +141,17 @@ def _print_tables(suite: str, tracking_uri: str | None) -> int:
 
 
 def cmd_tables(args) -> int:
-    return _print_tables(args.suite, args.tracking_uri)
+    code = _print_tables(args.suite, args.tracking_uri)
+    if args.last is not None:
+        from benchmarks.tables import write_tables
+
+        if args.last < 1:
+            raise ConfigError(f"--last must be >= 1, got {args.last}")
+        path = write_tables(load_suite(args.suite).name, args.tracking_uri, last=args.last)
+        if path is not None:
+            print(path.read_text())
+            print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return code
 
 
 def cmd_decode(args) -> int:

@@ -1,5 +1,5 @@
 """Deterministic PNG figures of the reports (matplotlib Agg, no pyplot, no timestamps): fronts,
-rate–accuracy curves and per-layer profiles."""
+rate–accuracy curves, per-layer profiles and the fidelity study's accuracy–sparsity panels."""
 
 from __future__ import annotations
 
@@ -131,4 +131,37 @@ def plot_profiles(profiles: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-# ------------------------------------------------------------------ Markdown
+def plot_fidelity(runs: pd.DataFrame, path: Path, bin_width: float) -> Path:
+    """One panel per fidelity profile: test accuracy vs sparsity of every QAT epoch of ECQ and ECQx
+    (dots) and their means per sparsity bin (lines)."""
+    import numpy as np
+
+    fig, axes = _figure(1, 2, 5.2, 4.0)
+    for ax, profile in zip(axes[0], ("clean", "reference")):
+        base = runs[(runs["profile"] == profile) & (runs["switch"] == "-")]
+        for method in ("ecq", "ecqx"):
+            pts = [
+                (h["sparsity"], h["test_accuracy"])
+                for hist in base[base["method"] == method]["history"]
+                for h in hist
+                if h.get("epoch", 0) >= 1
+            ]
+            if not pts:
+                continue
+            sp, acc = (np.array(v) for v in zip(*pts))
+            color = COLORS[method]
+            ax.scatter(100 * sp, 100 * acc, s=6, alpha=0.35, color=color)
+            bins = np.floor(sp / bin_width + 1e-9) * bin_width
+            xs = sorted(set(bins.round(6)))
+            ax.plot(
+                [100 * (x + bin_width / 2) for x in xs],
+                [100 * acc[np.isclose(bins, x)].mean() for x in xs],
+                marker="o",
+                ms=3,
+                color=color,
+                label=f"{method} (bin means)",
+            )
+        ax.set(title=f"profile {profile}", xlabel="sparsity (% zero weights)", ylabel="test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small", loc="lower left")
+    return _save(fig, path)

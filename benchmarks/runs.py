@@ -186,3 +186,21 @@ def download(run_id: str, artifact: str, dst: Path, tracking_uri: str | None = N
         )
     except Exception as e:  # MLflow raises several types for unknown runs/artifacts
         raise ConfigError(f"cannot fetch {artifact} of MLflow run {run_id!r}: {e}") from None
+
+
+def history(run_id: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """The run's per-epoch history from its ``result.json`` (epoch 0: the starting weights, then one
+    row per QAT epoch with ``val_<metric>``, ``test_<metric>``, ``sparsity``, ``layer_sparsity``);
+    empty for runs logged before histories were recorded."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        record = json.loads(download(run_id, "result.json", Path(tmp), tracking_uri).read_text())
+    return list(record.get("history", []))
+
+
+def last_epochs_mean(rows: list[dict[str, Any]], key: str, k: int) -> float:
+    """Mean of ``key`` over the last ``k`` QAT epochs (epoch >= 1) of a history; NaN when absent."""
+    values = [r[key] for r in rows if r.get("epoch", 0) >= 1 and key in r][-k:]
+    return float(np.mean(values)) if values else float("nan")

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.provenance import runs_line
-from benchmarks.runs import load_runs
+from benchmarks.runs import history, last_epochs_mean, load_runs
 from ecqx import METHODS
 
 RESULTS_DIR = Path("results")
@@ -109,22 +109,46 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_tables(suite: str, tracking_uri: str | None = None, out_dir: Path | None = None) -> Path | None:
-    """Write ``table.md`` and ``table.csv`` under ``results/<suite>/``; returns the Markdown path
-    (None when the suite has no finished runs)."""
+def with_last_epochs(df: pd.DataFrame, k: int, tracking_uri: str | None = None) -> pd.DataFrame:
+    """``df`` with the test metric and the sparsity replaced by their means over each run's last
+    ``k`` QAT epochs (from its history); runs without a history are dropped."""
+    metric = df["metric"].iloc[0]
+    rows = [history(run_id, tracking_uri) for run_id in df["run_id"]]
+    out = df.assign(
+        **{
+            f"test_{metric}": [last_epochs_mean(h, f"test_{metric}", k) for h in rows],
+            "sparsity": [last_epochs_mean(h, "sparsity", k) for h in rows],
+        }
+    )
+    return out[out[f"test_{metric}"].notna()].reset_index(drop=True)
+
+
+def write_tables(
+    suite: str, tracking_uri: str | None = None, out_dir: Path | None = None, last: int | None = None
+) -> Path | None:
+    """Write ``table.md`` and ``table.csv`` under ``results/<suite>/`` (with ``last=k``:
+    ``table_last<k>.md``/``.csv``, test metric and sparsity as means over the last k QAT epochs);
+    returns the Markdown path (None when the suite has no finished runs)."""
     df = load_runs(suite, tracking_uri, trials=False, coded=False)  # search trials: see the reports
+    if not df.empty and last:
+        df = with_last_epochs(df, last, tracking_uri)
     if df.empty:
         return None
     table, numeric = summary_table(df)
     out = out_dir or RESULTS_DIR / suite
     out.mkdir(parents=True, exist_ok=True)
-    metric = df["metric"].iloc[0]
-    numeric.to_csv(out / "table.csv", index=False, float_format="%.6g")
+    metric, name = df["metric"].iloc[0], f"table_last{last}" if last else "table"
+    numeric.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+    selected = (
+        f"mean of the last {last} QAT epochs (test {metric} and sparsity; sizes of the epoch selected on validation)"
+        if last
+        else "of the epoch selected on the validation split (never on test)"
+    )
     header = (
         f"# {suite}: compressed models, mean ± std over seeds\n\n"
-        f"Task metric: test {metric}, of the epoch selected on the validation split (never on test). "
+        f"Task metric: test {metric}, {selected}. "
         "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model; the "
         "compression ratio is FP32 state-dict bytes / coded bytes.\n\n"
     )
-    (out / "table.md").write_text(header + to_markdown(table) + "\n\n" + runs_line(df, suite) + "\n")
-    return out / "table.md"
+    (out / f"{name}.md").write_text(header + to_markdown(table) + "\n\n" + runs_line(df, suite) + "\n")
+    return out / f"{name}.md"

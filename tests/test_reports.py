@@ -265,8 +265,9 @@ def test_runs_logged_with_the_old_param_names_read_back_typed(tmp_path):
         mlflow.set_tags({"valid": "true", "metric": "accuracy"})
         mlflow.log_metrics({"test_accuracy": 0.9, "fp_test_accuracy": 0.95, "coded_bytes": 1000, "roundtrip_ok": 1})
     runs = load_runs("digits", uri).set_index("run_id")
-    assert runs.loc[new, "method_config"] == run_config(
-        load_suite("digits"), "ecqx", {"bits": 4, "Lambda": 0.5, "p": 0.2}, model="mlp"
-    ).params
+    assert (
+        runs.loc[new, "method_config"]
+        == run_config(load_suite("digits"), "ecqx", {"bits": 4, "Lambda": 0.5, "p": 0.2}, model="mlp").params
+    )
     old = runs.loc[run.info.run_id, "method_config"]
     assert old == cfg.params and isinstance(old.Lambda, float) and old.bits == 3
