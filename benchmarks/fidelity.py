@@ -83,7 +83,8 @@ def run_study(*, workers: int = 1, quick: bool = False, tracking_uri: str | None
     from benchmarks.workers import run_grid, summary_line, timed
 
     cfgs = study_configs(quick)
-    log(f"fidelity study: {len(cfgs)} runs ({', '.join(METHODS_COMPARED)}; {len(POINTS)} points x {len(SEEDS)} seeds)")
+    points, seeds = (1, 1) if quick else (len(POINTS), len(SEEDS))
+    log(f"fidelity study: {len(cfgs)} runs ({', '.join(METHODS_COMPARED)}; {points} point(s) x {seeds} seed(s))")
     setup(tracking_uri, f"ecqx-bench/{STUDY}")
     records, seconds = timed(lambda: run_grid(cfgs, workers=workers, tracking_uri=tracking_uri, report=lambda *a: None))
     log(summary_line(STUDY, records, seconds))

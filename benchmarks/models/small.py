@@ -19,8 +19,12 @@ def mlp_bn(
     num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] | list[int] = (256, 256)
 ) -> nn.Module:
     """[Flatten ->] [Linear -> BatchNorm1d -> ReLU] x len(hidden) -> Linear: the official ECQx code's
-    digits MLP (64-256-256-10 on flat inputs: layers 0, 3 and 6). Default PyTorch initialisation."""
-    return paper_mlp(num_classes, input_shape, hidden=tuple(hidden), batch_norm=True)
+    digits MLP (64-256-256-10 on flat inputs: layers 0, 3 and 6). Default PyTorch initialisation.
+    LRP passes its BatchNorm layers unmerged (canonizer ``none``; zennit's composites give BatchNorm
+    the pass rule), as the official code's relevances do."""
+    model = paper_mlp(num_classes, input_shape, hidden=tuple(hidden), batch_norm=True)
+    model.lrp_canonizer = "none"
+    return model
 
 
 @MODELS.register("small_cnn")
