@@ -33,6 +33,7 @@ STUDY = f"{SUITE}-fidelity"  # the study's own experiment (never mixed into the 
 METHODS_COMPARED = ("ecq", "ecqx")
 POINTS = ((4, 0.2), (4, 0.4), (2, 0.4), (2, 0.8))  # (bits, Λ)
 SEEDS = (0, 1)
+RATCHET = {"bits": 2, "Lambda": 0.8, "profile": "clean", "lambda_max_rule": "reference"}  # the 2-bit question
 LAST = 5  # epochs averaged at the end of QAT
 OFFICIAL = CONFIG_DIR / "reference" / "digits_official.yaml"
 RESULTS = Path("results") / SUITE
@@ -65,6 +66,9 @@ def study_configs(quick: bool = False) -> list[RunConfig]:
         for variant in variants(method)
         for b, lam in points
         for seed in seeds
+    ]
+    cfgs += [  # the 2-bit question: the same with LRP on the stepped weights
+        run_config(suite, "ecqx", {**RATCHET, "relevance_model": "stepped"}, seed=seed, quick=quick) for seed in seeds
     ]
     official = [(p["bits"], p["Lambda"]) for p in load_yaml(OFFICIAL)["initial_quantization"]["points"]]
     cfgs += [

@@ -202,7 +202,7 @@ def run(
         stage="train",
         eval_batch_size=cfg.eval_batch_size,
         on_epoch=on_epoch,
-        measure=lambda: epoch_measures(model, method, data, cfg.eval_batch_size, device),
+        measure=EpochMeasures(model, method, data, cfg.eval_batch_size, device),
     )
     train_seconds = time.perf_counter() - t0
     qm: QuantizedModel = res.best
@@ -235,18 +235,33 @@ def run(
     )
 
 
-def epoch_measures(model: torch.nn.Module, method, data: DataSplits, batch_size: int, device) -> dict[str, Any]:
+class EpochMeasures:
     """What a QAT epoch's history row records beside the loss and the validation metric: the test
-    metric (never used for selection) and the sparsity of the compressed weights, overall and per
-    layer (fractions of exact zeros)."""
-    zeros = {name: int((m.weight == 0).sum()) for name, m in method.layers.items()}
-    sizes = {name: m.weight.numel() for name, m in method.layers.items()}
-    test = evaluate(model, data.test, data.multilabel, batch_size, device)[data.task_metric]
-    return {
-        f"test_{data.task_metric}": test,
-        "sparsity": sum(zeros.values()) / max(sum(sizes.values()), 1),
-        "layer_sparsity": {name: zeros[name] / max(sizes[name], 1) for name in zeros},
-    }
+    metric (never used for selection), the sparsity of the compressed weights overall and per layer
+    (fractions of exact zeros) and, per layer, the share of the weights that were zero at the end of
+    the previous epoch and are non-zero now (``layer_revived``: how freely pruning is undone)."""
+
+    def __init__(self, model: torch.nn.Module, method, data: DataSplits, batch_size: int, device) -> None:
+        self.model, self.method, self.data, self.batch_size, self.device = model, method, data, batch_size, device
+        self.previous: dict[str, torch.Tensor] = {}
+
+    def __call__(self) -> dict[str, Any]:
+        masks = {name: m.weight.detach() == 0 for name, m in self.method.layers.items()}
+        zeros = {name: int(z.sum()) for name, z in masks.items()}
+        sizes = {name: z.numel() for name, z in masks.items()}
+        test = evaluate(self.model, self.data.test, self.data.multilabel, self.batch_size, self.device)
+        row = {
+            f"test_{self.data.task_metric}": test[self.data.task_metric],
+            "sparsity": sum(zeros.values()) / max(sum(sizes.values()), 1),
+            "layer_sparsity": {name: zeros[name] / max(sizes[name], 1) for name in zeros},
+        }
+        if self.previous:
+            row["layer_revived"] = {
+                name: int((self.previous[name] & ~z).sum()) / max(int(self.previous[name].sum()), 1)
+                for name, z in masks.items()
+            }
+        self.previous = masks
+        return row
 
 
 def coding_summary(coding: dict[str, Any], qm: QuantizedModel, metrics) -> dict[str, float]:
