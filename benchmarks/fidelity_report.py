@@ -158,7 +158,9 @@ def binned(runs: pd.DataFrame) -> pd.DataFrame:
         }
     )
     out["ecqx_minus_ecq"] = out["ecqx_accuracy"] - out["ecq_accuracy"]
-    return out.reset_index()
+    out = out.astype({"ecq_epochs": "Int64", "ecqx_epochs": "Int64"}).reset_index()
+    out["bin"] = [f"{b:.2f}–{b + BIN:.2f}" for b in out["bin"]]
+    return out
 
 
 def bd_by_profile(runs: pd.DataFrame) -> dict[str, Any]:
@@ -232,6 +234,7 @@ def ratchet(runs: pd.DataFrame) -> pd.DataFrame:
                 "seed": r["seed"],
                 "last5_accuracy": r["last5_accuracy"],
                 "layer": layer,
+                "initial_layer_sparsity": start.get(layer, np.nan),
                 "final_layer_sparsity": sizes.get(layer, np.nan),
                 "mean_revived_share": float(np.mean(revived)) if revived else np.nan,
             }
@@ -368,10 +371,15 @@ def markdown(tables: dict[str, pd.DataFrame], bd: dict, words: list[str], runs: 
         "\n## 4. ECQx at 2 bit, Λ = 0.8, clean profile with the official λ_max\n",
         "Under the clean profile LRP runs on the quantized weights, so a weight at zero has exactly zero relevance "
         "(R_w = w·a·R/z) and the zero cluster's cost factor ρ·(R + ε)^β stays at its minimum: a pruned weight "
-        "does not come back, pruning becomes a ratchet, and a layer that starts almost empty (the official λ_max "
-        "at 2 bit prunes 3.weight to about 99.98 % at once) empties completely. `mean_revived_share` measures it: "
+        "does not come back, pruning becomes a ratchet, and a layer that the initial quantization leaves almost "
+        "empty (`initial_layer_sparsity`) empties completely. `mean_revived_share` measures it: "
         "the share of a layer's zero weights that are non-zero one epoch later ([ratchet.csv](ratchet.csv)):\n",
-        to_markdown(_fmt(tables["ratchet"], ("last5_accuracy", "final_layer_sparsity", "mean_revived_share"))),
+        to_markdown(
+            _fmt(
+                tables["ratchet"],
+                ("last5_accuracy", "initial_layer_sparsity", "final_layer_sparsity", "mean_revived_share"),
+            )
+        ),
     ]
     return "\n".join(p for p in parts if p) + "\n"
 
