@@ -119,7 +119,8 @@ def table(out: Path) -> Path:
     text = (
         "# voc from scratch: FP recipes on a generated VOC-layout set (mAP, %)\n\n"
         f"Label prior (trivial baseline) mAP: val {100 * t['val']:.1f}, test {100 * t['test']:.1f}. Splits "
-        f"{first['sizes']}. Common overrides: `{common}`. CPU, 1 torch thread; picked by the best val mAP.\n\n"
+        f"{first['sizes']}. Common overrides: `{common}`. CPU, 1 torch thread; picked by the best val mAP; "
+        "s: wall seconds of the FP stage (2 cores shared with other jobs, whose load varied).\n\n"
         + "\n".join(lines)
         + f"\n\nCommand: `python -m tests.voc_recipes` (see its docstring); commit {commit}.\n"
     )
