@@ -20,6 +20,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="folder holding the data set's standard layout")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     p.add_argument("--quick", action="store_true", help="apply the suite's quick overrides (smoke run)")
+    p.add_argument(
+        "--allow-weak-fp",
+        action="store_true",
+        help="proceed when the FP model fails the FP gate (fp_gate=false; runs tagged fp_gate=overridden)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=3 params.Lambda=0.5")
 
 
@@ -95,6 +100,7 @@ def _print_record(r: dict[str, Any]) -> None:
 
 
 def cmd_suite(args) -> int:
+    from benchmarks.gridgate import check_grid_fp
     from benchmarks.workers import run_grid, summary_line, timed
 
     suite = load_suite(args.suite)
@@ -112,6 +118,7 @@ def cmd_suite(args) -> int:
     from benchmarks.tracking import setup
 
     setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
+    check_grid_fp(cfgs, args.data_dir, args.tracking_uri)  # every FP model through the gate before any method
     records, seconds = timed(
         lambda: run_grid(
             cfgs,
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:  # key=value overrides given after options
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "allow_weak_fp", False):
+        args.overrides = [*args.overrides, "fp_gate=false"]
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:

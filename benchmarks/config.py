@@ -79,6 +79,9 @@ class RunConfig:
     eval_batch_size: int = 512  # examples per evaluation batch
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     verify_coding: bool = True  # encode, decode, compare and re-evaluate the bitstream
+    fp_gate: bool = True  # stop before any method when the FP model is within fp_margin of the trivial baseline
+    fp_margin: float = 0.1  # share of the gap trivial baseline -> 100 % the FP val metric must close (README)
+    recipe: str = ""  # the suite recipe (named overrides, e.g. scratch | finetune) applied; a tag, not identity
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +243,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"seed: must be in 0..{MAX_SEED}, got {cfg.seed}")
     if cfg.eval_batch_size < 1:
         raise ConfigError(f"eval_batch_size: must be >= 1, got {cfg.eval_batch_size}")
+    if not 0 <= cfg.fp_margin < 1:
+        raise ConfigError(f"fp_margin: must be in [0, 1) (a share of the gap to a perfect score), got {cfg.fp_margin}")
     for stage in ("pretrain", "train"):
         o = getattr(cfg, stage)
         if o.epochs < 0 or o.batch_size < 1 or not (math.isfinite(o.lr) and o.lr > 0):
@@ -282,13 +287,16 @@ def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, 
 
 
 _MISSING = object()
+NOT_IDENTITY = ("suite", "fp_gate", "fp_margin", "recipe")  # labels and the gate: they leave the numbers alone
 
 
 def identity_fields(cfg: RunConfig) -> dict[str, Any]:
     """The resolved, non-default fields that determine a run's numbers, plus method and seed (the
-    suite name is left out; a new config field with a default leaves existing identities alone)."""
+    suite name, the recipe's name and the FP gate's settings are left out; a new config field with a
+    default leaves existing identities alone)."""
     d = to_dict(cfg)
-    d.pop("suite")
+    for name in NOT_IDENTITY:
+        d.pop(name)
     params = _non_default(d.pop("params"), to_dict(type(cfg.params)()))
     params.pop(SHORTHAND, None)  # a profile counts through the switches it resolved to
     out = _non_default(d, {k: v for k, v in to_dict(RunConfig()).items() if k != "params"})

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import tables
+from benchmarks import fpreport, tables
 from benchmarks.config import RunConfig, from_dict, to_dict
+from benchmarks.recipes import with_recipe
 from benchmarks.runs import load_runs
 from benchmarks.suite import SuiteConfig, load_suite, run_config, suite_names
 from benchmarks.tracking import flatten, mlflow_params
@@ -36,11 +37,15 @@ EPS = 1e-9  # float slack of the tolerance test (metric fractions)
 # ------------------------------------------------------------------ which runs count
 
 
-def load_suite_runs(suite: str, tracking_uri: str | None = None) -> pd.DataFrame:
+def load_suite_runs(suite: str, tracking_uri: str | None = None, *, weak_fp: bool = False) -> pd.DataFrame:
     """The runs that count for the leaderboard and the reports: every FINISHED run of the suite's
     experiment with a verified size (tag valid=true, metric roundtrip_ok=1, a coded_bytes metric),
-    grid runs and search trials alike (``kind``), with ``key_params`` (see :func:`key_params`)."""
+    grid runs and search trials alike (``kind``), with ``key_params`` (see :func:`key_params`).
+    Runs that went past the FP gate on purpose (tag fp_gate=overridden) count only with ``weak_fp``
+    (the reports, which flag them); never for the leaderboard."""
     df = load_runs(suite, tracking_uri, trials=True, coded=True)
+    if not weak_fp and not df.empty:
+        df = df[~fpreport.weak_fp(df)].reset_index(drop=True)
     if not df.empty:
         df["key_params"] = df.apply(key_params, axis=1)
     return df
@@ -58,7 +63,7 @@ def key_params(row: pd.Series) -> str:
 
 
 def _reference_params(suite: SuiteConfig, prefixes: tuple[str, ...]) -> dict[str, str]:
-    flat = flatten(to_dict(from_dict(RunConfig, suite.base)))
+    flat = flatten(to_dict(from_dict(RunConfig, with_recipe(suite.recipes, suite.base, {}))))  # the default recipe
     return {k: v for k, v in flat.items() if k.startswith(prefixes)}
 
 
@@ -231,6 +236,8 @@ Rules:
   Equal sizes share a rank (then: higher test metric, earlier run).
 - **Verified**: only FINISHED runs whose bitstream decoded back to the evaluated model (tag
   `valid=true`, `roundtrip_ok=1`) count.
+- **Meaningful FP32**: runs that went past the FP gate on purpose (tag `fp_gate=overridden`: their
+  FP32 model was within the margin of the trivial baseline) never count.
 - **Within tolerance**: the test metric (of the epoch selected on validation) is at most the suite's
   tolerance (absolute, stated per suite) below the run's own FP32 baseline (same model, seed, data).
 - **Closed division**: the suite's own models, data and training budget (its default epochs of

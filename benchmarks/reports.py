@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks import tables
+from benchmarks import fpreport, tables
 from benchmarks.leaderboard import best_runs, load_suite_runs, report_runs
 from benchmarks.pareto import BD_RANGE, bd_table, configuration_points, fronts
 from benchmarks.plots import plot_pareto, plot_profiles, plot_rate_accuracy
@@ -173,9 +173,17 @@ def profiles_markdown(best: pd.DataFrame, prof: pd.DataFrame, suite: str, metric
 
 
 def report_markdown(
-    suite: SuiteConfig, scope: str, metric: str, bd: pd.DataFrame, best: pd.DataFrame, files: set[str], commits: str
+    suite: SuiteConfig,
+    scope: str,
+    metric: str,
+    bd: pd.DataFrame,
+    best: pd.DataFrame,
+    files: set[str],
+    commits: str,
+    fp_text: str = "",
 ) -> str:
-    """report.md: what was measured, links to every table and figure, the BD matrices, the best runs."""
+    """report.md: what was measured, links to every table and figure, FP32 beside the trivial baseline
+    (``fp_text``), the BD matrices, the best runs."""
     tol = f"{100 * suite.tolerance:g}"
     parts = [
         f"# {suite.name}: compression benchmark report\n",
@@ -191,6 +199,7 @@ def report_markdown(
             "[table.md](table.md) ([CSV](table.csv)).\n"
         )
     parts += [
+        fp_text,
         "## Rate–accuracy fronts\n",
         f"Pareto front of every method (coded size vs test {metric}; one point "
         "per configuration, mean over its seeds; search trials included), with the FP32 baseline and the "
@@ -231,12 +240,14 @@ def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | N
     import matplotlib.style
 
     cfg = load_suite(suite)
-    runs = load_suite_runs(cfg.name, tracking_uri)
+    runs = load_suite_runs(cfg.name, tracking_uri, weak_fp=True)
     if runs.empty:
         return []
     out = out_dir or RESULTS_DIR / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    used, scope = report_runs(runs, cfg)
+    gated, gate_note = fpreport.gate_scope(runs)  # runs past the FP gate on purpose: left out or flagged
+    used, scope = report_runs(gated, cfg)
+    scope += gate_note
     metric, commits = used["metric"].iloc[0], runs_line(used, suite)
     points = configuration_points(used, metric)
     front = fronts(points)
@@ -260,5 +271,6 @@ def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | N
     (out / "profiles.md").write_text(profiles_markdown(best, prof, cfg.name, metric, cfg.tolerance, commits))
     paths += [out / "bd_rate.md", out / "profiles.md"]
     files = {p.name for p in paths}
-    (out / "report.md").write_text(report_markdown(cfg, scope, metric, bd, best, files, commits))
+    fp_text = fpreport.fp_section(runs, metric, tables.to_markdown)
+    (out / "report.md").write_text(report_markdown(cfg, scope, metric, bd, best, files, commits, fp_text))
     return [*paths, out / "report.md"]

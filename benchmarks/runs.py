@@ -28,6 +28,7 @@ DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
 METHOD_PREFIX = "method."  # MLflow param prefix of the method's parameters
 OLD_METHOD_PREFIX = "params."  # the same, as logged before
 IDENTITY_SKIP = {"params.seed", "params.suite", "params.device"}  # not part of a configuration
+IDENTITY_SKIP |= {"params.fp_gate", "params.fp_margin", "params.recipe"}  # the FP gate and recipe labels
 
 
 def _mlflow():

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks import config as C
 from benchmarks.config import ConfigError
+from benchmarks.gridgate import check_grid_fp
 from benchmarks.runs import connect, db_url, experiment_name
 from benchmarks.search_space import SearchSpec, Setup, resolve, suggest
 from benchmarks.storage import DEFAULT_STORAGE, TrialSeededSampler, open_storage, retry
@@ -339,6 +340,7 @@ def search(spec: SearchSpec) -> optuna.Study:
 
     _quiet_optuna()
     setup = resolve(spec)  # bad input fails here, before any store is touched
+    check_grid_fp([setup.probe(spec.method)], spec.data_dir, spec.tracking_uri)  # weak FP model: no study
     study, parent = open_study(spec, setup)
     _reopen_parent(parent, spec.tracking_uri)
     threads = max(1, (os.cpu_count() or 1) // spec.workers)

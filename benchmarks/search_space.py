@@ -126,6 +126,10 @@ class Setup:
         """The RunConfig of one trial from its sampled ``values`` (space key -> value)."""
         return run_config(self.suite_config, method, overrides=C.deep_merge(_nest(values), self.fixed))
 
+    def probe(self, method: str) -> C.RunConfig:
+        """A representative trial's RunConfig (every searched key at its probe value)."""
+        return self.config(method, {k: _probe(d) for k, d in self.space.items()})
+
 
 def resolve(spec: SearchSpec) -> Setup:
     """Load the suite and the space; resolve a probe config so bad input fails before any study."""
@@ -137,5 +141,5 @@ def resolve(spec: SearchSpec) -> Setup:
     space = {k: p for k, p in load_space(spec.method, suite.name, spec.space_path).items() if _path(k) not in given}
     name = spec.study_name or f"{suite.name}/{spec.method}" + ("/quick" if spec.quick else "")
     setup = Setup(suite.name, name, suite, C.deep_merge(suite.quick, over) if spec.quick else over, space)
-    setup.config(spec.method, {k: _probe(d) for k, d in space.items()})
+    setup.probe(spec.method)
     return setup

@@ -25,6 +25,7 @@ from benchmarks.config import (
     make_run_config,
     parse_overrides,
 )
+from benchmarks.recipes import check_recipes, with_recipe
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SuiteConfig:
     quick: dict[str, Any] = field(default_factory=dict)  # overrides applied by --quick (smoke runs)
     tolerance: float = 0.01  # leaderboard: allowed drop of the test metric vs FP (absolute)
     plugins: list[str] = field(default_factory=list)  # .py files (relative to the YAML) or modules
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # scratch/finetune overrides (recipes.py)
 
 
 def suite_names() -> list[str]:
@@ -86,6 +88,7 @@ def load_suite(name: str) -> SuiteConfig:
     suite = from_dict(SuiteConfig, load_yaml(path), f"suite {name}")
     suite.base = deep_merge(load_yaml(CONFIG_DIR / "base.yaml"), suite.base)
     suite.plugins = [str((path.parent / p).resolve()) if p.endswith(".py") else p for p in suite.plugins]
+    check_recipes(suite.recipes, f"suite {name}")
     for entry in suite.plugins:
         load_plugin(entry, path.parent)
     return suite
@@ -109,7 +112,8 @@ def run_config(
     overrides: dict[str, Any] | list[str] | None = None,
 ) -> RunConfig:
     """One resolved run of ``suite``: its base, the model (default: the first), the seed (default: the
-    first), the method's ``params``, the quick overrides with ``quick`` and then ``overrides``."""
+    first), the suite's recipe for this run (``benchmarks.recipes``), the method's ``params``, the quick
+    overrides with ``quick`` and then ``overrides``."""
     over = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     over = deep_merge(suite.quick, over) if quick else over
     base = deep_merge(
@@ -120,7 +124,7 @@ def run_config(
             "seed": suite.seeds[0] if seed is None else seed,
         },
     )
-    return make_run_config(base, method, params or {}, over)
+    return make_run_config(with_recipe(suite.recipes, base, over), method, params or {}, over)
 
 
 def grid(suite: SuiteConfig, quick: bool = False, overrides: list[str] | None = None) -> list[RunConfig]:

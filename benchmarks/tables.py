@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks import fpreport
 from benchmarks.provenance import runs_line
 from benchmarks.runs import history, last_epochs_mean, load_runs
 from ecqx import METHODS
@@ -88,9 +89,14 @@ def summary_table(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         numeric.append(
             {"model": model, "method": "fp32", "bits": 32, "setting": "-", f"test_{metric}": fp.mean() / 100}
         )
+        rows[-1][fpreport.GATE_COLUMN] = numeric[-1]["fp_gate"] = fpreport.gate_cell(group)
+        if (trivial := fpreport.trivial_rows(model, group, metric, _mean_std)) is not None:
+            rows.append(trivial[0])
+            numeric.append(trivial[1])
         for (method, bits, setting), g in group.groupby(["method", "bits", "setting"], sort=True):
             row = {"model": model, "method": method, "bits": bits, "setting": setting, "seeds": len(g)}
-            num = dict(row)
+            num = dict(row, fp_gate=fpreport.gate_cell(g))
+            row[fpreport.GATE_COLUMN] = num["fp_gate"]
             for label, column, fmt, scale in COLUMNS:
                 col = column.format(metric=metric)
                 if col in g and g[col].notna().all():
@@ -98,7 +104,7 @@ def summary_table(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                     num[col] = g[col].mean()
             rows.append(row)
             numeric.append(num)
-    return pd.DataFrame(rows).fillna("-"), pd.DataFrame(numeric)
+    return fpreport.finish_table(pd.DataFrame(rows).fillna("-"), pd.DataFrame(numeric))
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -148,7 +154,7 @@ def write_tables(
         f"# {suite}: compressed models, mean ± std over seeds\n\n"
         f"Task metric: test {metric}, {selected}. "
         "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model; the "
-        "compression ratio is FP32 state-dict bytes / coded bytes.\n\n"
+        "compression ratio is FP32 state-dict bytes / coded bytes.\n\n" + fpreport.table_note(df)
     )
     (out / f"{name}.md").write_text(header + to_markdown(table) + "\n\n" + runs_line(df, suite) + "\n")
     return out / f"{name}.md"

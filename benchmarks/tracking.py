@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from benchmarks.config import RunConfig, run_key, to_dict
+from benchmarks.fpgate import fp_stage, log_verdict
 from benchmarks.provenance import git_state, versions
 from benchmarks.runner import RunResult, load_data, run
 from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, connect, experiment_name
@@ -182,14 +183,15 @@ def tracked_run(
     extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` as an MLflow run (or return the record of the finished run with its key).
-    Bad input fails before any MLflow run starts. ``extra_tags`` (e.g. an ablation branch) are
-    added to the run's tags."""
+    Bad input, and an FP model that fails the FP gate (``benchmarks.fpgate``), fail before any MLflow
+    run starts. ``extra_tags`` (e.g. an ablation branch) are added to the run's tags."""
     data = load_data(cfg, data_dir, cache_dir)
     key = run_key(cfg, data.fingerprint)
     exp = setup(tracking_uri, experiment_name(cfg.suite))
     if skip_finished and (record := finished_record(exp, key)) is not None:
         log(f"  finished before (run {record['mlflow_run_id']}): skipped")
         return dict(record, skipped=True)
+    verdict = fp_stage(cfg, data, cache_dir, log)  # FP stage and its gate, before any MLflow run (FpGateError)
     close_stale(exp, key)
     _raise_on_sigterm()
     mlflow = _mlflow()
@@ -197,6 +199,7 @@ def tracked_run(
     tags = run_tags(cfg, key) | (extra_tags or {}) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
         mlflow.log_params(mlflow_params(cfg))
+        log_verdict(verdict, cfg)  # trivial baselines, tags fp_gate and recipe, the FP stage's epochs
 
         def on_epoch(stage: str, epoch: int, row: dict[str, Any]) -> None:
             mlflow.log_metrics(epoch_metrics(stage, row), step=epoch)

@@ -415,5 +415,5 @@ def test_voc_image_damaged_after_loading_is_one_clear_error(tmp_path: Path) -> N
 
 def test_voc_missing_root_and_unknown_option(tmp_path: Path) -> None:
     assert_error(lambda: DATASETS.get("voc")(tmp_path, seed=0), "VOCdevkit")
-    with pytest.raises(DatasetError, match="size.*allowed: image_size, val_share"):
+    with pytest.raises(DatasetError, match="size.*allowed: crop_scale, image_size, val_share"):
         DATASETS.get("voc")(tmp_path, seed=0, size=64)

@@ -9,8 +9,9 @@ Layout (what ``torchvision.datasets.VOCDetection(root, year="2012", download=Tru
 Target: float32 (20,) 0/1 vector, class c present iff the image has a non-difficult object of c.
 The official test set is not public, so: train = ``train.txt`` minus a seeded ``val_share`` (10 %)
 held out as val; test = the official ``val.txt``. Images are decoded lazily (PIL). Train: random
-resized crop (scale 0.25..1 of the area, so that crops rarely lose every labelled object; aspect
-3/4..4/3) to ``image_size`` and horizontal flip, both from per-item seeds. Val/test: resize the
+resized crop (option ``crop_scale``, default 0.25..1 of the area, so that crops rarely lose every
+labelled object; aspect 3/4..4/3) to ``image_size`` and horizontal flip, both from per-item seeds;
+``crop_scale: null`` trains on the val/test view (no crop) with the flip only. Val/test: resize the
 short side to ``image_size * 8/7`` (256 for 224) and centre-crop. ImageNet mean/std normalisation.
 
 Every image of the selected splits (after ``limit``) is checked when loading (:func:`check_image`),
@@ -78,7 +79,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-DEFAULTS = {"image_size": 224, "val_share": 0.1}
+DEFAULTS = {"image_size": 224, "val_share": 0.1, "crop_scale": list(CROP_SCALE)}
+FINGERPRINT_SKIP = ("crop_scale",)  # augmentation: in the run identity via data.options, not a data property
 MAX_SIDE = 10_000  # px per side; VOC 2012 images are at most 500 x 500
 RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")  # 8-bit, convert("RGB") is exact
 JPEG_END = b"\xff\xd9"  # EOI marker
@@ -94,9 +96,19 @@ class VocImages(Dataset):
     ids: image ids; targets: float32 (N, 20). Item: (float32 (3, S, S) normalised, float32 (20,)).
     """
 
-    def __init__(self, base: Path, ids: list[str], targets: Tensor, *, size: int, augment: bool, seed: int) -> None:
+    def __init__(
+        self,
+        base: Path,
+        ids: list[str],
+        targets: Tensor,
+        *,
+        size: int,
+        augment: bool,
+        seed: int,
+        crop_scale: tuple[float, float] | None = CROP_SCALE,
+    ) -> None:
         self.base, self.ids, self.targets = base, ids, targets
-        self.size, self.augment = size, augment
+        self.size, self.augment, self.crop_scale = size, augment, crop_scale
         self.draws = EpochDraws(seed)
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -110,15 +122,15 @@ class VocImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image = self._decode(self.base / "JPEGImages" / f"{self.ids[index]}.jpg")
-        if self.augment:
-            rng = random.Random(self.draws.next(index))
-            top, left, height, width = crop_params(rng, image.width, image.height)
+        rng = random.Random(self.draws.next(index)) if self.augment else None
+        if rng is not None and self.crop_scale is not None:
+            top, left, height, width = crop_params(rng, image.width, image.height, self.crop_scale)
             image = TF.resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)
-            if rng.random() < 0.5:
-                image = TF.hflip(image)
         else:
             image = TF.resize(image, round(self.size * 8 / 7), antialias=True)
             image = TF.center_crop(image, [self.size, self.size])
+        if rng is not None and rng.random() < 0.5:
+            image = TF.hflip(image)
         x = TF.pil_to_tensor(image).to(torch.float32) / 255
         return (x - self.mean) / self.std, self.targets[index].clone()
 
@@ -192,12 +204,15 @@ def _check_images(base: Path, ids: list[str]) -> None:
         check_image(base / "JPEGImages" / f"{image_id}.jpg")
 
 
-def crop_params(rng: random.Random, width: int, height: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a random-resized crop (torchvision's algorithm, own RNG)."""
+def crop_params(
+    rng: random.Random, width: int, height: int, scale: tuple[float, float] = CROP_SCALE
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random-resized crop covering ``scale`` (fractions) of the
+    image's area (torchvision's algorithm, own RNG)."""
     area = width * height
     log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     for _ in range(10):
-        target = area * rng.uniform(*CROP_SCALE)
+        target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(*log_ratio))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
@@ -258,7 +273,21 @@ def _options(options: dict[str, Any], limit: int | None) -> dict[str, Any]:
         raise DatasetError(f"voc: option image_size must be an int >= 8, got {size!r}")
     if isinstance(val_share, bool) or not isinstance(val_share, (int, float)) or not 0 < val_share < 1:
         raise DatasetError(f"voc: option val_share must lie in (0, 1), got {val_share!r}")
+    opts["crop_scale"] = _crop_scale(opts["crop_scale"])
     return opts
+
+
+def _crop_scale(value: Any) -> tuple[float, float] | None:
+    """The ``crop_scale`` option: None (no random crop) or (low, high), 0 < low <= high <= 1 (area fractions)."""
+    if value is None:
+        return None
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers or not 0 < value[0] <= value[1] <= 1:
+        raise DatasetError(
+            f"voc: option crop_scale must be null or [low, high] with 0 < low <= high <= 1, got {value!r}"
+        )
+    return float(value[0]), float(value[1])
 
 
 @DATASETS.register("voc")
@@ -266,7 +295,8 @@ def load(
     root: Path | None, *, seed: int, download: bool = False, limit: int | None = None, **options: Any
 ) -> DataSplits:
     """VOC 2012 multi-label: (3, S, S) inputs, float32 (20,) targets; train/val from train.txt,
-    test = val.txt. Options: image_size (S, default 224), val_share (default 0.1)."""
+    test = val.txt. Options: image_size (S, default 224), val_share (default 0.1), crop_scale (area
+    fractions of the training crops, default [0.25, 1]; null: no crop)."""
     opts = _options(options, limit)
     size, val_share = opts["image_size"], opts["val_share"]
     if download and root is not None:
@@ -291,11 +321,18 @@ def load(
     for number, (name, (ids, targets, idx)) in enumerate(parts.items()):
         idx = idx[limit_indices(len(idx), limit, seed, 1 + number)]
         splits[name] = VocImages(
-            base, [ids[i] for i in idx.tolist()], targets[idx].clone(), size=size, augment=name == "train", seed=seed
+            base,
+            [ids[i] for i in idx.tolist()],
+            targets[idx].clone(),
+            size=size,
+            augment=name == "train",
+            seed=seed,
+            crop_scale=opts["crop_scale"],
         )
     _check_images(base, [image_id for split in splits.values() for image_id in split.ids])
     lists_entries = [(f"ImageSets/Main/{n}", (lists / n).stat().st_size) for n in ("train.txt", "val.txt")]
-    fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed, limit=limit, **opts)
+    described = {k: v for k, v in opts.items() if k not in FINGERPRINT_SKIP}
+    fp = fingerprint(lists_entries + train_entries + test_entries, dataset="voc", seed=seed, limit=limit, **described)
     return DataSplits(
         **splits, num_classes=len(VOC_CLASSES), input_shape=(3, size, size), multilabel=True, fingerprint=fp
     )
