@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.config import ConfigError, checked_values, method_config_class, resolve_params, stable_hash
+from benchmarks.storelock import creating
 
 RUNS_DIR = Path("runs")
 DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
@@ -47,6 +48,9 @@ def db_url(url: str | None) -> str | None:
     return url
 
 
+_OPENED: set[str] = set()  # database URIs whose tables this process has checked
+
+
 def connect(tracking_uri: str | None = None) -> str:
     """Point MLflow at the store (default: ``runs/mlflow.db``; a SQLite file's folder is created,
     a PostgreSQL URL gets its driver) and return the URI used."""
@@ -54,7 +58,12 @@ def connect(tracking_uri: str | None = None) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in reports
-    _mlflow().set_tracking_uri(uri)
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(uri)
+    if uri not in _OPENED and not uri.startswith(("http://", "https://")):
+        with creating(uri, "mlflow"):  # a fresh database gets its tables from one process only
+            mlflow.MlflowClient(uri)
+        _OPENED.add(uri)
     return uri
 
 

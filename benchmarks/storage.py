@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from benchmarks.runs import RUNS_DIR
+from benchmarks.storelock import creating
 
 DEFAULT_STORAGE = f"sqlite:///{RUNS_DIR}/optuna.db"
 HEARTBEAT_S = 20  # seconds between heartbeats of a running trial
@@ -71,8 +72,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 60}}
-    return retry(
-        lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+    with creating(url, "optuna"):  # a fresh database gets its tables from one process only
+        return retry(
+            lambda: optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
         )
-    )
