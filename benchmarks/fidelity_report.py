@@ -385,4 +385,8 @@ def markdown(tables: dict[str, pd.DataFrame], bd: dict, words: list[str], runs: 
 
 
 def _bd(result) -> str:
-    return f"{result.value:+.1f} %" if result.value is not None else f"n/a ({result.reason})"
+    """A BD-rate of ECQx against ECQ as text (the BD reference front is ECQ's, the compared ECQx's)."""
+    if result.value is not None:
+        return f"{result.value:+.1f} %"
+    reason = result.reason.replace("the reference front", "ECQ's front").replace("the compared front", "ECQx's front")
+    return f"n/a ({reason})"
