@@ -120,6 +120,8 @@ def study_runs(tracking_uri: str | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "run_id": r["run_id"],
+                "git_commit": r["git_commit"],
+                "git_dirty": r["git_dirty"],
                 "method": r["method"],
                 "bits": config.bits,
                 "Lambda": config.Lambda,
