@@ -179,6 +179,8 @@ def load_runs(
     if df.empty:
         return pd.DataFrame()
     df["kind"] = np.where(df["mlflow.parentRunId"].notna(), "trial", "grid")
+    if "run_key" in df:  # a grid point run twice (two processes before the work queue) counts once
+        df = df.sort_values("start_time").drop_duplicates(["run_key", "kind"], keep="first")
     df["method_config"] = [method_config(r["method"], _method_values(r)) for _, r in df.iterrows()]
     df["bits"] = df["bits"].astype(int)
     df["config_id"] = df.apply(config_id, axis=1)
