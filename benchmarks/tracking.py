@@ -20,25 +20,22 @@ from benchmarks.fpgate import fp_stage, log_verdict
 from benchmarks.procs import owner, owner_gone, raise_on_signals
 from benchmarks.provenance import git_state, versions
 from benchmarks.runner import RunResult, load_data, run
-from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, connect, experiment_name
+from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, artifact_root, connect, experiment_name
 from ecqx import bit_width
 
 RESULT_ARTIFACT = "result.json"
 
 
 def setup(tracking_uri: str | None, experiment: str) -> str:
-    """Point MLflow at the store and return the experiment id (created with an explicit artifact
-    location under ``runs/artifacts`` for local stores; safe when several processes race)."""
+    """Point MLflow at the store and return the experiment id (created with its artifacts beside a
+    SQLite store, ``runs/artifacts`` by default: ``runs.artifact_root``; safe when several processes race)."""
     mlflow = _mlflow()
     uri = connect(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if not uri.startswith(("http://", "https://")):
-        location = (RUNS_DIR / "artifacts").resolve().as_uri()
     try:
-        return mlflow.create_experiment(experiment, artifact_location=location)
+        return mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
     except mlflow.exceptions.MlflowException:  # another process created it first
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:

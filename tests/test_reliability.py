@@ -225,3 +225,57 @@ def test_tables_count_a_grid_point_run_twice_once(tmp_path):
     log_run(uri, "ecq", 3000, 0.95, seed=1)
     df = load_runs("digits", uri)
     assert sorted(df["seed"].astype(int)) == [0, 1]
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("fault", ["pickle", "truncated"])
+def test_a_bad_cached_checkpoint_is_refused_removed_and_rebuilt(tmp_path, fault):
+    import pickle
+
+    import torch
+
+    from benchmarks.runner import load_data, pretrained_model
+    from benchmarks.suite import load_suite, run_config
+
+    cfg = run_config(load_suite("digits"), "ecq", {"bits": 2}, overrides={"pretrain": {"epochs": 1}})
+    data, cache, lines = load_data(cfg, None, tmp_path), tmp_path / "cache", []
+    _, info = pretrained_model(cfg, data, "cpu", cache, lines.append, None)
+    (path,) = (cache / "checkpoints").glob("*.pt")
+    good = path.read_bytes()
+    torch.load(path, weights_only=True)  # what is saved is tensors and plain types only
+    marker = tmp_path / "payload_ran"
+    path.write_bytes(pickle.dumps(_Payload(marker)) if fault == "pickle" else good[: len(good) // 2])
+    lines.clear()
+    model, again = pretrained_model(cfg, data, "cpu", cache, lines.append, None)
+    assert not marker.exists(), "the planted pickle ran code"
+    assert sum("is unusable" in line and "removed, training it again" in line for line in lines) == 1, lines
+    assert again["fp_val"] == info["fp_val"], "retrained to the same FP model (same seed)"
+    assert torch.load(path, weights_only=True)["info"]["fp_val"] == info["fp_val"]
+
+
+def test_moving_the_project_folder_keeps_resume_and_artifacts(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import mlflow
+
+    first, moved = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    argv = ["run", "--method", "ecq", "--bits", "2", "--quick", "pretrain.epochs=1", "train.epochs=1"]
+    assert cli.main([*argv, "--json", "one.json"]) == 0  # default store: runs/mlflow.db, runs/artifacts
+    run_id = json.loads((first / "one.json").read_text())["mlflow_run_id"]
+    shutil.move(first, moved)
+    monkeypatch.chdir(moved)
+    assert cli.main([*argv, "--json", "two.json"]) == 0
+    assert json.loads((moved / "two.json").read_text())["skipped"] is True, "resumed: the finished run is found"
+    artifact_uri = mlflow.get_run(run_id).info.artifact_uri
+    assert artifact_uri.startswith((moved / "runs/artifacts").as_uri()), artifact_uri
+    assert cli.main(["decode", run_id]) == 0  # the bitstream is read from the moved folder
