@@ -106,8 +106,6 @@ def cmd_suite(args) -> int:
     from benchmarks.tracking import setup
     from benchmarks.workers import report_run, run_grid, summary_line, timed
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     suite = load_suite(args.suite)
     cfgs = grid(suite, quick=args.quick, overrides=args.overrides)
     quick = " (quick: first model, seed and setting per method)" if args.quick else ""
@@ -222,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "allow_weak_fp", False):
         args.overrides = [*args.overrides, "fp_gate=false"]
     try:
+        from benchmarks.preflight import check_args
+
+        check_args(args)  # stores, paths, --workers: one line before anything runs
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:
         print(f"ecqx-bench: error: {e}", file=sys.stderr)
