@@ -26,16 +26,22 @@ from ecqx import bit_width
 RESULT_ARTIFACT = "result.json"
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the MLflow 3 UI opens on the runs
+
+
 def setup(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and return the experiment id (created with its artifacts beside a
-    SQLite store, ``runs/artifacts`` by default: ``runs.artifact_root``; safe when several processes race)."""
+    SQLite store, ``runs/artifacts`` by default: ``runs.artifact_root``; a server keeps its own;
+    tagged as model training, so the MLflow UI opens it on its runs; safe when several processes race)."""
     mlflow = _mlflow()
     uri = connect(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
+        if "mlflow.experimentKind" not in exp.tags:
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     try:
-        return mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
+        return mlflow.create_experiment(experiment, artifact_location=artifact_root(uri), tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:  # another process created it first
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
