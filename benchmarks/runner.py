@@ -22,6 +22,7 @@ from benchmarks.config import RunConfig, pretrain_key, run_key
 from benchmarks.data import DATASETS, DataSplits
 from benchmarks.data.common import save_atomic
 from benchmarks.models import MODELS
+from benchmarks.storelock import file_lock
 from benchmarks.train import EpochCallback, evaluate, fit, resolve_device, seed_everything
 from ecqx import METHODS, QuantizedModel, bit_width, model_metrics
 
@@ -101,10 +102,17 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     path = cache_dir / "checkpoints" / f"{key}.pt"
     seed_everything(cfg.seed)
     model = build_model(cfg, data).to(device)
-    if path.is_file() and (info := _load_checkpoint(model, path, device, log)) is not None:
-        log(f"  FP checkpoint {key} (cached)")
-        return model, info
-    log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {key})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(path.name + ".lock")):  # one process trains it, the others then load it
+        if path.is_file() and (info := _load_checkpoint(model, path, device, log)) is not None:
+            log(f"  FP checkpoint {key} (cached)")
+            return model, info
+        return model, _pretrain(model, cfg, data, device, path, log, on_epoch)
+
+
+def _pretrain(model, cfg: RunConfig, data: DataSplits, device, path: Path, log: Log, on_epoch) -> dict[str, Any]:
+    """Train the FP stage of ``model`` and save its checkpoint at ``path``; returns its info."""
+    log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {path.stem})")
     res = fit(
         model,
         data,
@@ -117,10 +125,10 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     )
     model.load_state_dict(res.best)
     test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
-    info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": key, "history": res.history}
+    info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": path.stem, "history": res.history}
     info = json.loads(json.dumps(info, default=float))  # plain types only: loadable with weights_only=True
     save_atomic({"state_dict": model.state_dict(), "info": info}, path)
-    return model, info
+    return info
 
 
 def _load_checkpoint(model: torch.nn.Module, path: Path, device, log: Log) -> dict[str, Any] | None:
