@@ -9,7 +9,7 @@ DATA   ?=
 ARGS   ?=
 WORKERS ?= 2
 
-.PHONY: venv test test-slow lint format bench tables ablation ui perf leaderboard fidelity clean-runs
+.PHONY: venv test test-slow lint format bench tables ablation ui server perf leaderboard fidelity clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ leaderboard: venv
 
 ablation: venv
 	$(PY) -m benchmarks.cli ablation $(SUITE) $(ARGS)
+
+# A tracking server for several machines: runs in PostgreSQL, artifacts served by the server
+# (stored under SERVER_ARTIFACTS). Every command then takes --tracking-uri http://HOST:SERVER_PORT.
+SERVER_DB        ?= postgresql://postgres@127.0.0.1:5432/mlflow
+SERVER_ARTIFACTS ?= runs/server-artifacts
+SERVER_HOST      ?= 127.0.0.1
+SERVER_PORT      ?= 5000
+
+server: venv
+	$(PY) -m benchmarks.server --backend-store-uri $(SERVER_DB) --artifacts-destination $(SERVER_ARTIFACTS) \
+		--host $(SERVER_HOST) --port $(SERVER_PORT)
 
 ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port 5000

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import ConfigError, describe, parse_overrides
+from benchmarks.config import ConfigError, parse_overrides
 from benchmarks.data import DatasetError
+from benchmarks.procs import SIGNAL_EXIT, GridInterrupted
 from benchmarks.suite import grid, load_suite, run_config
 from ecqx.registry import UnknownNameError
 
@@ -42,7 +44,13 @@ def parser() -> argparse.ArgumentParser:
     _common(r)
     s = sub.add_parser("suite", help="run a suite's whole grid (resumes: finished runs are skipped)")
     s.add_argument("suite")
-    s.add_argument("--workers", type=int, default=1, help="parallel worker processes (one MLflow store)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (>= 1)")
+    s.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna RDB URL of the grid's work queue, shared by every machine running this suite "
+        "(default: sqlite:///runs/optuna.db)",
+    )
     _common(s)
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
@@ -80,43 +88,28 @@ def cmd_run(args) -> int:
     cfg = run_config(
         suite, args.method, params, model=args.model, seed=args.seed, quick=args.quick, overrides=args.overrides
     )
+    from benchmarks.workers import print_record
+
     record = tracked_run(cfg, data_dir=args.data_dir, tracking_uri=args.tracking_uri, skip_finished=not args.force)
-    _print_record(record)
+    print_record(record)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return 0
 
 
-def _print_record(r: dict[str, Any]) -> None:
-    metric = "accuracy" if "test_accuracy" in r else "map"
-    ratio = r.get("compression_ratio", r.get("compression_ratio_entropy"))
-    print(
-        f"{r['model']} {r['method']} b={r['bits']} seed={r['seed']}: test {metric} {100 * r[f'test_{metric}']:.2f}% "
-        f"(FP {100 * r[f'fp_test_{metric}']:.2f}%), sparsity {100 * r['sparsity']:.1f}%, "
-        f"{r['entropy_bits_per_weight']:.3f} bits/weight, {r.get('coded_bytes', r['entropy_bound_bytes']):.0f} bytes, "
-        f"ratio {ratio:.1f}x, round trip {'ok' if r.get('roundtrip_ok') else 'NOT ok'}"
-    )
-
-
 def cmd_suite(args) -> int:
+    import functools
+
     from benchmarks.gridgate import check_grid_fp
-    from benchmarks.workers import run_grid, summary_line, timed
+    from benchmarks.runs import db_url, experiment_name
+    from benchmarks.tracking import setup
+    from benchmarks.workers import report_run, run_grid, summary_line, timed
 
     suite = load_suite(args.suite)
     cfgs = grid(suite, quick=args.quick, overrides=args.overrides)
     quick = " (quick: first model, seed and setting per method)" if args.quick else ""
     print(f"suite {suite.name}: {len(cfgs)} runs with {args.workers} worker(s){quick}", flush=True)
-
-    def report(done: int, total: int, cfg, record) -> None:
-        if args.workers > 1:
-            print(f"[{done}/{total}] done: {describe(cfg)}", flush=True)
-        if not record.get("skipped"):
-            _print_record(record)
-
-    from benchmarks.runs import experiment_name
-    from benchmarks.tracking import setup
-
     setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
     check_grid_fp(cfgs, args.data_dir, args.tracking_uri)  # every FP model through the gate before any method
     records, seconds = timed(
@@ -125,11 +118,15 @@ def cmd_suite(args) -> int:
             workers=args.workers,
             data_dir=args.data_dir,
             tracking_uri=args.tracking_uri,
-            report=report,
+            report=functools.partial(report_run, args.workers),
             plugins=suite.plugins,
+            storage=db_url(args.storage),
+            name=suite.name,
         )
     )
     print(summary_line(suite.name, records, seconds))
+    if not all(records):
+        return 1
     return _print_tables(args.suite, args.tracking_uri)
 
 
@@ -223,13 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "allow_weak_fp", False):
         args.overrides = [*args.overrides, "fp_gate=false"]
     try:
+        from benchmarks.preflight import check_args
+
+        check_args(args)  # stores, paths, --workers: one line before anything runs
         return COMMANDS[args.command](args)
     except USER_ERRORS as e:
         print(f"ecqx-bench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except GridInterrupted as e:
+        print(f"ecqx-bench: {e.line}", file=sys.stderr, flush=True)
+        return e.code
+    except KeyboardInterrupt as e:
+        code = SIGNAL_EXIT.get(getattr(e, "signum", signal.SIGINT), 130)
         print("ecqx-bench: interrupted; finished runs are kept, rerun to resume", file=sys.stderr)
-        return 130
+        return code
 
 
 if __name__ == "__main__":

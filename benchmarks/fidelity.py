@@ -90,7 +90,7 @@ def run_study(*, workers: int = 1, quick: bool = False, tracking_uri: str | None
     points, seeds = (1, 1) if quick else (len(POINTS), len(SEEDS))
     log(f"fidelity study: {len(cfgs)} runs ({', '.join(METHODS_COMPARED)}; {points} point(s) x {seeds} seed(s))")
     setup(tracking_uri, f"ecqx-bench/{STUDY}")
-    records, seconds = timed(lambda: run_grid(cfgs, workers=workers, tracking_uri=tracking_uri, report=lambda *a: None))
+    records, seconds = timed(lambda: run_grid(cfgs, workers=workers, tracking_uri=tracking_uri, name=STUDY))
     log(summary_line(STUDY, records, seconds))
     return write_fidelity(tracking_uri)
 

@@ -9,6 +9,7 @@ check the weights are bit-identical and re-evaluate the decoded model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from benchmarks.config import RunConfig, pretrain_key, run_key
 from benchmarks.data import DATASETS, DataSplits
 from benchmarks.data.common import save_atomic
 from benchmarks.models import MODELS
+from benchmarks.storelock import file_lock
 from benchmarks.train import EpochCallback, evaluate, fit, resolve_device, seed_everything
 from ecqx import METHODS, QuantizedModel, bit_width, model_metrics
 
@@ -100,12 +102,17 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     path = cache_dir / "checkpoints" / f"{key}.pt"
     seed_everything(cfg.seed)
     model = build_model(cfg, data).to(device)
-    if path.is_file():
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["state_dict"])
-        log(f"  FP checkpoint {key} (cached)")
-        return model, ckpt["info"]
-    log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {key})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(path.name + ".lock")):  # one process trains it, the others then load it
+        if path.is_file() and (info := _load_checkpoint(model, path, device, log)) is not None:
+            log(f"  FP checkpoint {key} (cached)")
+            return model, info
+        return model, _pretrain(model, cfg, data, device, path, log, on_epoch)
+
+
+def _pretrain(model, cfg: RunConfig, data: DataSplits, device, path: Path, log: Log, on_epoch) -> dict[str, Any]:
+    """Train the FP stage of ``model`` and save its checkpoint at ``path``; returns its info."""
+    log(f"  FP pretraining {cfg.model.name} for {cfg.pretrain.epochs} epochs (checkpoint {path.stem})")
     res = fit(
         model,
         data,
@@ -118,9 +125,28 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     )
     model.load_state_dict(res.best)
     test = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
-    info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": key, "history": res.history}
+    info = {"fp_val": res.best_val, "fp_test": test, "checkpoint": path.stem, "history": res.history}
+    info = json.loads(json.dumps(info, default=float))  # plain types only: loadable with weights_only=True
     save_atomic({"state_dict": model.state_dict(), "info": info}, path)
-    return model, info
+    return info
+
+
+def _load_checkpoint(model: torch.nn.Module, path: Path, device, log: Log) -> dict[str, Any] | None:
+    """Load a cached FP checkpoint into ``model`` and return its info; None (the file removed, one
+    line logged) when it is truncated, corrupt, not tensors and plain types only (a planted pickle is
+    refused by ``weights_only=True`` before any of its code runs) or does not fit the model."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+        info = ckpt["info"]
+        if not isinstance(info, dict) or not {"fp_val", "fp_test"} <= set(info):
+            raise ValueError("no FP metrics")
+        return info
+    except Exception as e:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        log(f"  FP checkpoint {path} is unusable ({type(e).__name__}: {reason}); removed, training it again")
+        path.unlink(missing_ok=True)
+        return None
 
 
 def verify_coding(qm: QuantizedModel, cfg: RunConfig, data: DataSplits, device, test_metric: float) -> dict[str, Any]:

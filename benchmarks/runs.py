@@ -60,11 +60,53 @@ def connect(tracking_uri: str | None = None) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in reports
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
-    if uri not in _OPENED and not uri.startswith(("http://", "https://")):
+    opened = str(sqlite_path(uri).resolve()) if sqlite_path(uri) else uri
+    if opened not in _OPENED and not uri.startswith(("http://", "https://")):
         with creating(uri, "mlflow"):  # a fresh database gets its tables from one process only
             mlflow.MlflowClient(uri)
-        _OPENED.add(uri)
+            if sqlite_path(uri):
+                relocate_artifacts(sqlite_path(uri))
+        _OPENED.add(opened)
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local store keeps artifacts: ``<folder of the SQLite file>/artifacts`` (the default
+    store: ``runs/artifacts``), ``runs/artifacts`` for another database, None for a server."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    folder = sqlite_path(uri).parent if sqlite_path(uri) else RUNS_DIR
+    return (folder / "artifacts").resolve().as_uri()
+
+
+def relocate_artifacts(db: Path) -> int:
+    """After the project folder was moved or copied: point the artifact locations of the SQLite
+    store ``db`` (experiments and runs, stored as absolute ``file://`` URIs) at the ``artifacts``
+    folder beside it. Only locations ending in ``/artifacts`` elsewhere are changed, and only when
+    that folder exists here. Returns the number of experiments relocated."""
+    import sqlite3
+
+    here = db.parent / "artifacts"
+    if not here.is_dir():
+        return 0
+    root, moved = here.resolve().as_uri(), 0
+    with sqlite3.connect(db, timeout=60) as con:
+        for exp_id, loc in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
+            if not (loc or "").startswith("file://") or not loc.endswith("/artifacts") or loc == root:
+                continue
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (root, exp_id))
+            con.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                (root, len(loc) + 1, exp_id, len(loc) + 1, loc + "/"),
+            )
+            moved += 1
+    return moved
 
 
 def experiment_name(suite: str) -> str:
@@ -179,6 +221,8 @@ def load_runs(
     if df.empty:
         return pd.DataFrame()
     df["kind"] = np.where(df["mlflow.parentRunId"].notna(), "trial", "grid")
+    if "run_key" in df:  # a grid point run twice (two processes before the work queue) counts once
+        df = df.sort_values("start_time").drop_duplicates(["run_key", "kind"], keep="first")
     df["method_config"] = [method_config(r["method"], _method_values(r)) for _, r in df.iterrows()]
     df["bits"] = df["bits"].astype(int)
     df["config_id"] = df.apply(config_id, axis=1)

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmarks import config as C
 from benchmarks.config import ConfigError
 from benchmarks.gridgate import check_grid_fp
+from benchmarks.procs import owner
 from benchmarks.runs import connect, db_url, experiment_name
 from benchmarks.search_space import SearchSpec, Setup, resolve, suggest
 from benchmarks.storage import DEFAULT_STORAGE, TrialSeededSampler, open_storage, retry
@@ -93,6 +94,7 @@ def _create_parent(spec: SearchSpec, setup: Setup, study: optuna.Study) -> str:
         "suite": setup.suite,
         "method": spec.method,
         "optuna_storage": make_url(spec.storage).render_as_string(hide_password=True),
+        **owner(),
     }
     run = _client(spec.tracking_uri).create_run(exp, run_name=f"search {setup.study_name}", tags=tags)
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
@@ -257,9 +259,9 @@ def work(spec: SearchSpec, threads: int) -> None:
     """Entry point of a spawned worker process: ``threads`` torch CPU threads, then trials."""
     import torch
 
-    from benchmarks.tracking import _raise_on_sigterm
+    from benchmarks.procs import raise_on_signals
 
-    _raise_on_sigterm()
+    raise_on_signals()
     _quiet_optuna()
     torch.set_num_threads(threads)
     setup = resolve(spec)
@@ -331,6 +333,8 @@ def _reopen_parent(parent: str, tracking_uri: str | None) -> None:
         ) from None
     if status != "RUNNING":
         client.update_run(parent, status="RUNNING")
+    for k, v in owner().items():  # this process now owns the study run (closed KILLED if it dies)
+        client.set_tag(parent, k, v)
 
 
 def search(spec: SearchSpec) -> optuna.Study:
@@ -341,6 +345,10 @@ def search(spec: SearchSpec) -> optuna.Study:
     _quiet_optuna()
     setup = resolve(spec)  # bad input fails here, before any store is touched
     check_grid_fp([setup.probe(spec.method)], spec.data_dir, spec.tracking_uri)  # weak FP model: no study
+    from benchmarks.tracking import close_orphans
+    from benchmarks.tracking import setup as setup_mlflow
+
+    close_orphans(setup_mlflow(spec.tracking_uri, experiment_name(setup.suite)))  # runs of killed searches
     study, parent = open_study(spec, setup)
     _reopen_parent(parent, spec.tracking_uri)
     threads = max(1, (os.cpu_count() or 1) // spec.workers)

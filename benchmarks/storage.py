@@ -66,8 +66,9 @@ def retry(fn, attempts: int = 6, wait_s: float = 1.0):
             time.sleep(wait_s * (i + 1))
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage at ``url`` with heartbeats (a SQLite file's folder is created)."""
+def open_storage(url: str, stale_callback=None) -> optuna.storages.RDBStorage:
+    """The Optuna RDB storage at ``url`` with heartbeats (a SQLite file's folder is created);
+    ``stale_callback(study, trial)`` runs for each trial failed by a stale heartbeat (a retry)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     with creating(url, "optuna"):  # a fresh database gets its tables from one process only
         return retry(
             lambda: optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=stale_callback,
             )
         )

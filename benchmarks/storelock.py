@@ -43,7 +43,8 @@ def _postgres_lock(url: str, purpose: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` (created) for the body; released if the process dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
@@ -61,7 +62,7 @@ def creating(url: str, purpose: str) -> Iterator[None]:
         with _postgres_lock(url, purpose):
             yield
     elif url.startswith("sqlite:///"):
-        with _file_lock(Path(url.removeprefix("sqlite:///") + f".{purpose}.lock")):
+        with file_lock(Path(url.removeprefix("sqlite:///") + f".{purpose}.lock")):
             yield
     else:
         yield

@@ -8,7 +8,6 @@ key tag lets an interrupted suite resume: a key with a FINISHED run is skipped.
 from __future__ import annotations
 
 import json
-import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,27 +17,31 @@ import yaml
 
 from benchmarks.config import RunConfig, run_key, to_dict
 from benchmarks.fpgate import fp_stage, log_verdict
+from benchmarks.procs import owner, owner_gone, raise_on_signals
 from benchmarks.provenance import git_state, versions
 from benchmarks.runner import RunResult, load_data, run
-from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, connect, experiment_name
+from benchmarks.runs import METHOD_PREFIX, RUNS_DIR, _mlflow, artifact_root, connect, experiment_name
 from ecqx import bit_width
 
 RESULT_ARTIFACT = "result.json"
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the MLflow 3 UI opens on the runs
+
+
 def setup(tracking_uri: str | None, experiment: str) -> str:
-    """Point MLflow at the store and return the experiment id (created with an explicit artifact
-    location under ``runs/artifacts`` for local stores; safe when several processes race)."""
+    """Point MLflow at the store and return the experiment id (created with its artifacts beside a
+    SQLite store, ``runs/artifacts`` by default: ``runs.artifact_root``; a server keeps its own;
+    tagged as model training, so the MLflow UI opens it on its runs; safe when several processes race)."""
     mlflow = _mlflow()
     uri = connect(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
+        if "mlflow.experimentKind" not in exp.tags:
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
-    location = None
-    if not uri.startswith(("http://", "https://")):
-        location = (RUNS_DIR / "artifacts").resolve().as_uri()
     try:
-        return mlflow.create_experiment(experiment, artifact_location=location)
+        return mlflow.create_experiment(experiment, artifact_location=artifact_root(uri), tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:  # another process created it first
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
@@ -76,10 +79,31 @@ def finished_record(experiment_id: str, key: str) -> dict[str, Any] | None:
 
 
 def close_stale(experiment_id: str, key: str) -> None:
-    """Mark RUNNING runs of this key (left by a killed process) as KILLED."""
+    """Mark RUNNING runs of this key as KILLED (left by a killed process: the work queue hands a key
+    to one live worker), except those whose owner still runs on this host."""
     client = _mlflow().MlflowClient()
     for r in find_runs(experiment_id, key, "RUNNING"):
+        if not _owner_alive(r.data.tags):
+            client.set_terminated(r.info.run_id, status="KILLED")
+
+
+def _owner_alive(tags: dict[str, str]) -> bool:
+    import socket
+
+    return tags.get("owner_host") == socket.gethostname() and not owner_gone(tags)
+
+
+def close_orphans(experiment_id: str, log: Callable[[str], None] = print) -> int:
+    """Close as KILLED every RUNNING run of the experiment whose owner process (same host) is gone:
+    runs of killed suites, search trials and study runs. Returns how many were closed."""
+    client = _mlflow().MlflowClient()
+    runs = _mlflow().search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", output_format="list")
+    closed = [r for r in runs if owner_gone(r.data.tags)]
+    for r in closed:
         client.set_terminated(r.info.run_id, status="KILLED")
+    if closed:
+        log(f"closed {len(closed)} run(s) left RUNNING by stopped processes as KILLED")
+    return len(closed)
 
 
 def mlflow_params(cfg: RunConfig) -> dict[str, str]:
@@ -158,19 +182,6 @@ def _write_layers_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _raise_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so the MLflow run is closed (KILLED), never left RUNNING."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if hasattr(signal, "SIGTERM"):
-        try:
-            signal.signal(signal.SIGTERM, handler)
-        except ValueError:  # not in the main thread
-            pass
-
-
 def tracked_run(
     cfg: RunConfig,
     *,
@@ -193,10 +204,15 @@ def tracked_run(
         return dict(record, skipped=True)
     verdict = fp_stage(cfg, data, cache_dir, log)  # FP stage and its gate, before any MLflow run (FpGateError)
     close_stale(exp, key)
-    _raise_on_sigterm()
+    raise_on_signals()  # SIGTERM/SIGINT end the MLflow run KILLED, never leave it RUNNING
     mlflow = _mlflow()
     name = f"{cfg.model.name}-{cfg.method}-b{bit_width(cfg.params)}-s{cfg.seed}"
-    tags = run_tags(cfg, key) | (extra_tags or {}) | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    tags = (
+        run_tags(cfg, key)
+        | owner()
+        | (extra_tags or {})
+        | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
+    )
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=parent_run_id is not None) as active:
         mlflow.log_params(mlflow_params(cfg))
         log_verdict(verdict, cfg)  # trivial baselines, tags fp_gate and recipe, the FP stage's epochs
