@@ -1,0 +1,141 @@
+"""Explanation drift end to end on digits (quick settings, private MLflow store): the metrics of a
+model against itself and against a damaged copy, the decoded bitstream as the only source, the
+determinism of a run's numbers and the explain command on an existing store."""
+
+import copy
+
+import mlflow
+import pytest
+import torch
+
+from benchmarks import cli, explanations, tracking
+from benchmarks.explanations import METRICS, compare, subset
+from benchmarks.runner import build_model, load_data
+from benchmarks.runs import load_runs
+from benchmarks.suite import load_suite, run_config
+from benchmarks.train import fit
+
+QUICK = ["pretrain.epochs=2", "train.epochs=1"]
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def store(tmp) -> str:
+    return f"sqlite:///{tmp}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """An FP mlp trained on digits for a few epochs, and the explained subset."""
+    cfg = run_config(load_suite("digits"), "ecq", {"bits": 4}, model="mlp", quick=True, overrides=["pretrain.epochs=8"])
+    data = load_data(cfg, None, None)
+    model = build_model(cfg, data)
+    model.load_state_dict(fit(model, data, cfg.pretrain, device=torch.device("cpu"), seed=0, stage="pretrain").best)
+    return model, subset(data.test)
+
+
+def test_subset_is_fixed_and_seeded(trained):
+    cfg = run_config(load_suite("digits"), "ecq", {}, model="mlp", seed=2, quick=True)
+    x, y = subset(load_data(cfg, None, None).test)
+    assert len(x) == 256 and torch.equal(x, trained[1][0]) and torch.equal(y, trained[1][1])
+
+
+def test_a_model_against_itself_scores_exactly_one(trained):
+    model, (x, y) = trained
+    m = compare(model, copy.deepcopy(model), x, y).metrics
+    assert (m["expl_spearman"], m["expl_cosine"], m["expl_topk"], m["expl_flip"]) == (1.0, 1.0, 1.0, 0.0)
+    assert m["expl_examples"] == m["expl_pairs"] == 256
+
+
+def test_permuted_first_layer_scores_clearly_lower(trained):
+    model, (x, y) = trained
+    damaged = copy.deepcopy(model)
+    first = next(m for m in damaged.modules() if isinstance(m, torch.nn.Linear))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        w = first.weight.reshape(-1)
+        first.weight.copy_(w[torch.randperm(w.numel(), generator=g)].reshape(first.weight.shape))
+    m = compare(model, damaged, x, y).metrics
+    assert m["expl_spearman"] < 0.5 and m["expl_cosine"] < 0.5 and m["expl_topk"] < 0.5, m
+    assert m["expl_flip"] > 0.5, m
+
+
+def run_args(tmp, method="ecq", bits="3"):
+    return [
+        "run",
+        "--suite",
+        "digits",
+        "--method",
+        method,
+        "--bits",
+        bits,
+        "--tracking-uri",
+        store(tmp),
+        "--quick",
+        *QUICK,
+    ]
+
+
+def test_metrics_are_logged_with_the_run_and_deterministic(workdir):
+    assert cli.main(run_args(workdir)) == 0
+    runs = load_runs("digits", store(workdir))
+    assert len(runs) == 1 and all(0.0 <= runs[m].iloc[0] <= 1.0 for m in METRICS)
+    first = {m: runs[m].iloc[0] for m in METRICS}
+    assert cli.main([*run_args(workdir), "--force"]) == 0  # the same run again: the same numbers
+    runs = load_runs("digits", store(workdir))
+    assert len(runs) == 2 and all((runs[m] == first[m]).all() for m in METRICS)
+    gallery = explanations.read_gallery(runs["run_id"].iloc[0], store(workdir))
+    assert gallery["maps"].shape == gallery["fp_maps"].shape == (explanations.GALLERY, 64)
+
+
+def test_a_broken_bitstream_round_trip_rejects_the_run(workdir, monkeypatch, capsys):
+    """The metric decodes the bitstream itself: a decoder that returns other weights is caught
+    (while the runner's own round-trip check, made earlier, still passed)."""
+    import ecqx.coding
+
+    real = ecqx.coding.decode
+    calls = {"n": 0}
+
+    def decode_then_damage(data):
+        qm = real(data)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second decode is the explanation's
+            layer = next(iter(qm.quantized.values()))
+            layer.levels.view(-1)[0] += 1
+        return qm
+
+    monkeypatch.setattr(ecqx.coding, "decode", decode_then_damage)
+    assert cli.main(run_args(workdir)) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ecqx-bench: error:")]
+    assert "decodes to another model" in line and "rejected" in line
+    assert load_runs("digits", store(workdir)).empty
+    exp = mlflow.get_experiment_by_name("ecqx-bench/digits")
+    (run,) = mlflow.search_runs([exp.experiment_id], output_format="list")
+    assert run.info.status == "FAILED" and "decodes to another model" in run.data.tags["error"]
+
+
+def test_explain_fills_an_existing_store_once_without_new_runs(workdir, monkeypatch, capsys):
+    monkeypatch.setattr(tracking, "explain_run", lambda *a: None)  # a store logged before explanations
+    assert cli.main(run_args(workdir, "uniform_qat", "4")) == 0
+    assert cli.main(run_args(workdir, "ecqx", "4")) == 0
+    monkeypatch.undo()
+    before = load_runs("digits", store(workdir))
+    assert len(before) == 2 and "expl_spearman" not in before
+    capsys.readouterr()
+    assert cli.main(["explain", "digits", "--tracking-uri", store(workdir)]) == 0
+    assert "added to 2 run(s); 0 had them already" in capsys.readouterr().out
+    after = load_runs("digits", store(workdir))
+    assert sorted(after["run_id"]) == sorted(before["run_id"]) and after[list(METRICS)].notna().all().all()
+    assert cli.main(["explain", "digits", "--tracking-uri", store(workdir)]) == 0
+    assert "added to 0 run(s); 2 had them already" in capsys.readouterr().out
+    again = load_runs("digits", store(workdir))
+    assert again[list(METRICS)].equals(after[list(METRICS)])
+    # the same numbers as a run that computed them itself
+    assert cli.main([*run_args(workdir, "ecqx", "4"), "--force"]) == 0
+    fresh = load_runs("digits", store(workdir)).sort_values("start_time")
+    same = fresh[fresh["method"] == "ecqx"]
+    assert len(same) == 2 and all(same[m].nunique() == 1 for m in METRICS)
