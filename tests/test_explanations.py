@@ -139,3 +139,28 @@ def test_explain_fills_an_existing_store_once_without_new_runs(workdir, monkeypa
     fresh = load_runs("digits", store(workdir)).sort_values("start_time")
     same = fresh[fresh["method"] == "ecqx"]
     assert len(same) == 2 and all(same[m].nunique() == 1 for m in METRICS)
+
+
+def test_reports_show_explanation_drift(workdir, capsys):
+    suite = workdir / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\nbase: {data: {name: digits}, pretrain: {epochs: 3}, train: {epochs: 1}}\nmodels: [mlp]\n"
+        "seeds: [0]\nmethods:\n  ecq: [{bits: [2, 4]}]\n  uniform_qat: [{bits: [2, 4]}]\n"
+        "  magnitude: [{target_sparsity: [0.5, 0.8]}]\n"
+    )
+    assert cli.main(["suite", str(suite), "--tracking-uri", store(workdir), "fp_gate=false"]) == 0
+    out = workdir / "results/tiny"
+    table = (out / "table.md").read_text()
+    assert "expl. Spearman" in table and "top-1 flips (%)" in table and "Explanation drift" in table
+    report = (out / "report.md").read_text()
+    assert "## Explanation drift" in report and "BD-ρ" in report and "explanation_gallery.png" in report
+    assert "Explanation similarity" in (out / "bd_rate.md").read_text()
+    for name in ("rate_explanation.png", "explanation_gallery.png", "bd_explanation.csv"):
+        assert (out / name).stat().st_size > 0, name
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert cli.main(["tables", str(suite), "--tracking-uri", store(workdir)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the same store, the same bytes
+    from benchmarks.leaderboard import write_leaderboard
+
+    board = write_leaderboard(store(workdir), workdir / "LB.md", [str(suite)]).read_text()
+    assert "expl. ρ" in board
