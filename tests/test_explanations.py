@@ -164,3 +164,17 @@ def test_reports_show_explanation_drift(workdir, capsys):
 
     board = write_leaderboard(store(workdir), workdir / "LB.md", [str(suite)]).read_text()
     assert "expl. ρ" in board
+
+
+def test_gallery_images_of_each_input_kind():
+    import numpy as np
+
+    from benchmarks.plots import map_image
+
+    assert map_image(np.arange(64), (1, 8, 8), "digits").shape == (8, 8)
+    assert map_image(np.arange(64), (64,), "digits").shape == (8, 8)
+    mfcc = map_image(np.arange(490), (490,), "gsc")  # time-major: 49 frames x 10 coefficients
+    assert mfcc.shape == (10, 49) and mfcc[3, 2] == 2 * 10 + 3
+    image = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    assert map_image(image.sum(0).reshape(-1), (3, 4, 5), "cifar10").shape == (4, 5)  # a map: channels summed
+    np.testing.assert_allclose(map_image(image, (3, 4, 5), "voc"), image.mean(0))  # an input: channel mean
