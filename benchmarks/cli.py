@@ -10,11 +10,11 @@ from typing import Any
 
 from benchmarks.config import ConfigError, describe, parse_overrides
 from benchmarks.data import DatasetError
-from benchmarks.explanations import BitstreamError
+from benchmarks.explanations import ExplanationError
 from benchmarks.suite import grid, load_suite, run_config
 from ecqx.registry import UnknownNameError
 
-USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError, BitstreamError)
+USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError, ExplanationError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

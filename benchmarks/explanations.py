@@ -39,7 +39,11 @@ ARTIFACT = "explanations.npz"
 Log = Callable[[str], None]
 
 
-class BitstreamError(RuntimeError):
+class ExplanationError(RuntimeError):
+    """Explanation metrics cannot be computed faithfully for a run."""
+
+
+class BitstreamError(ExplanationError):
     """The run's bitstream does not decode back to the model it claims (the run is rejected)."""
 
 
@@ -104,8 +108,17 @@ def decoded_model(bitstream: bytes, cfg: RunConfig, data: DataSplits, device, re
     return model
 
 
-def _fp_model(cfg: RunConfig, data: DataSplits, device, cache_dir: Path, log: Log) -> nn.Module:
-    model, _ = pretrained_model(cfg, data, device, cache_dir, log, None)
+def _fp_model(cfg: RunConfig, data: DataSplits, device, cache_dir: Path, log: Log, fp_test: float | None = None):
+    """The run's FP checkpoint (from the cache; pretrained again from its seed when missing). With
+    ``fp_test`` (the run's logged FP test metric) it must score exactly that (ExplanationError)."""
+    model, info = pretrained_model(cfg, data, device, cache_dir, log, None)
+    if fp_test is not None:
+        score = evaluate(model, data.test, data.multilabel, cfg.eval_batch_size, device)[data.task_metric]
+        if abs(score - fp_test) > 1e-9:
+            raise ExplanationError(
+                f"FP checkpoint {info['checkpoint']} scores test {data.task_metric} {score}, the run logged "
+                f"{fp_test}: it is not the run's FP model; run explain where the suite's runs/cache is"
+            )
     return model
 
 
@@ -175,7 +188,8 @@ def _stored_run(run: Any, tracking_uri: str | None, data_dir: Path | None, cache
             f"run {run['run_id']}: decoded model scores test {metric} {score}, the run logged {logged}"
         )
     x, y = subset(data.test)
-    return compare(_fp_model(cfg, data, device, cache_dir, log), model, x.to(device), y.to(device))
+    fp = _fp_model(cfg, data, device, cache_dir, log, float(run[f"fp_test_{metric}"]))
+    return compare(fp, model, x.to(device), y.to(device))
 
 
 def explain_suite(

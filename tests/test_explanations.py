@@ -119,13 +119,22 @@ def test_a_broken_bitstream_round_trip_rejects_the_run(workdir, monkeypatch, cap
 
 
 def test_explain_fills_an_existing_store_once_without_new_runs(workdir, monkeypatch, capsys):
-    monkeypatch.setattr(tracking, "explain_run", lambda *a: None)  # a store logged before explanations
-    assert cli.main(run_args(workdir, "uniform_qat", "4")) == 0
-    assert cli.main(run_args(workdir, "ecqx", "4")) == 0
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # a store logged before explanations
+        patch.setattr(tracking, "explain_run", lambda *a: None)
+        assert cli.main(run_args(workdir, "uniform_qat", "4")) == 0
+        assert cli.main(run_args(workdir, "ecqx", "4")) == 0
     before = load_runs("digits", store(workdir))
     assert len(before) == 2 and "expl_spearman" not in before
+    (path,) = (workdir / "runs/cache/checkpoints").glob("*.pt")
+    good = path.read_bytes()
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["state_dict"] = {k: v.flip(0) if v.dim() == 2 else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, path)  # another FP model under the run's checkpoint key: refused, nothing logged
     capsys.readouterr()
+    assert cli.main(["explain", "digits", "--tracking-uri", store(workdir)]) == 2
+    assert "not the run's FP model" in capsys.readouterr().err
+    assert "expl_spearman" not in load_runs("digits", store(workdir))
+    path.write_bytes(good)
     assert cli.main(["explain", "digits", "--tracking-uri", store(workdir)]) == 0
     assert "added to 2 run(s); 0 had them already" in capsys.readouterr().out
     after = load_runs("digits", store(workdir))
