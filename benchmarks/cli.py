@@ -11,11 +11,12 @@ from typing import Any
 
 from benchmarks.config import ConfigError, parse_overrides
 from benchmarks.data import DatasetError
+from benchmarks.explanations import ExplanationError
 from benchmarks.procs import SIGNAL_EXIT, GridInterrupted
 from benchmarks.suite import grid, load_suite, run_config
 from ecqx.registry import UnknownNameError
 
-USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, ValueError, ExplanationError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -71,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     _common(se)
     lb = sub.add_parser("leaderboard", help="write results/LEADERBOARD.md from every suite's runs")
     lb.add_argument("--tracking-uri", default=None)
+    e = sub.add_parser("explain", help="add the explanation metrics to finished runs that lack them (no training)")
+    e.add_argument("suite")
+    e.add_argument("--tracking-uri", default=None)
+    e.add_argument("--data-dir", type=Path, default=None)
     d = sub.add_parser("decode", help="rebuild a model from its bitstream and evaluate it on the test split")
     d.add_argument("source", help="an MLflow run id, or a .ecqx bitstream file")
     d.add_argument("--config", type=Path, default=None, help="the run's config.yaml (default: beside the file)")
@@ -168,6 +173,15 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from benchmarks.explanations import explain_suite
+
+    name = load_suite(args.suite).name
+    done, had = explain_suite(name, args.tracking_uri, data_dir=args.data_dir)
+    print(f"suite {name}: explanation metrics added to {done} run(s); {had} had them already")
+    return 0
+
+
 def cmd_ablation(args) -> int:
     from benchmarks.ablation import run_ablation
 
@@ -204,6 +218,7 @@ COMMANDS = {
     "suite": cmd_suite,
     "tables": cmd_tables,
     "decode": cmd_decode,
+    "explain": cmd_explain,
     "ablation": cmd_ablation,
     "search": cmd_search,
 }

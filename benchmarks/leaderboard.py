@@ -184,6 +184,8 @@ def board(entries: pd.DataFrame, metric: str, suite: str) -> str:
             "FP32 (%)": f"{100 * r[f'fp_test_{metric}']:.2f}",
             "coded bytes": f"{r['coded_bytes']:.0f}",
             "ratio": f"{r['compression_ratio']:.1f}x",
+            "expl. ρ": _score(r, "expl_spearman", ".3f"),
+            "flips (%)": _score(r, "expl_flip", ".1f", 100.0),
             "date": pd.Timestamp(r["start_time"]).strftime("%Y-%m-%d"),
             "MLflow run": f"`{r['run_id']}`",
             "commit": _commit(r),
@@ -192,6 +194,12 @@ def board(entries: pd.DataFrame, metric: str, suite: str) -> str:
         for _, r in entries.iterrows()
     ]
     return tables.to_markdown(pd.DataFrame(rows))
+
+
+def _score(row: pd.Series, column: str, fmt: str, scale: float = 1.0) -> str:
+    """An explanation-drift cell ('-' for runs without it)."""
+    value = row.get(column)
+    return "-" if value is None or pd.isna(value) else format(scale * value, fmt)
 
 
 def _commit(row: pd.Series) -> str:
@@ -247,6 +255,9 @@ Rules:
   best per-model mean FP32 of the closed runs), so a weaker baseline cannot lower the bar.
 - One entry per configuration (its best seed); the first {top} are shown. Ratio: FP32 state-dict
   bytes / coded bytes.
+- Explanation drift (shown, not ranked): expl. ρ is the mean Spearman rank correlation of the LRP
+  input maps of the decoded model and its FP32 model on 256 fixed test examples (1 = the same
+  ordering), flips the share of those examples whose top-1 class changed (README, *Explanation drift*).
 """
 
 

@@ -14,11 +14,14 @@ import pandas as pd
 
 # ------------------------------------------------------------------ fronts
 
+EXPLANATION_SCORES = ("expl_spearman", "expl_cosine", "expl_topk", "expl_flip")  # see benchmarks.explanations
+
 
 def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One point per configuration (model, method, params except seed): mean coded size (bytes),
     test metric and FP metric (fractions) over its seeds, with ``seeds`` and the run ids."""
     g = df.groupby(["model", "method", "config_id"], sort=True)
+    explained = {c: (c, "mean") for c in EXPLANATION_SCORES if c in df}  # explanation drift, where logged
     points = g.agg(
         coded_bytes=("coded_bytes", "mean"),
         metric=(f"test_{metric}", "mean"),
@@ -28,6 +31,7 @@ def configuration_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         key_params=("key_params", "first"),
         kind=("kind", "first"),
         run_ids=("run_id", " ".join),
+        **explained,
     )
     return points.reset_index()
 
@@ -150,3 +154,44 @@ def bd_table(front: pd.DataFrame) -> pd.DataFrame:
         "bd_metric_note",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def explanation_fronts(points: pd.DataFrame, score: str = "expl_spearman", operating: bool = True) -> pd.DataFrame:
+    """Per model and method, the Pareto front of coded size vs the explanation ``score`` (higher is
+    closer to FP32) over the configurations that have the score (``operating``: only those in the
+    operating range, test metric within ``BD_RANGE`` of FP, as for the BD table); empty when none."""
+    if score not in points:
+        return points.iloc[:0]
+    inside = points[points[score].notna()]
+    if operating:
+        inside = inside[inside["metric"] >= inside["fp"] - BD_RANGE]
+    parts = [pareto_front(g, score=score) for _, g in inside.groupby(["model", "method"], sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else points.iloc[:0]
+
+
+def bd_explanation_table(points: pd.DataFrame, score: str = "expl_spearman") -> pd.DataFrame:
+    """Every ordered pair of methods of a model on their :func:`explanation_fronts`: BD-``score``
+    (the mean score difference at equal coded size, over the overlapping log-size range; positive:
+    the row method's explanations stay closer to FP32) and BD-rate (%) at equal score."""
+    front, rows = explanation_fronts(points, score), []
+    for model, fm in front.groupby("model", sort=True):
+        methods = sorted(fm["method"].unique())
+        for a, b in ((a, b) for a in methods for b in methods if a != b):
+            fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
+            args = (fb["coded_bytes"], fb[score], fa["coded_bytes"], fa[score])
+            diff, rate = bd_metric(*args), bd_rate(*args)
+            rows.append(
+                {
+                    "model": model,
+                    "method": a,
+                    "reference": b,
+                    "points": len(fa),
+                    "reference_points": len(fb),
+                    f"bd_{score}": diff.value,
+                    f"bd_{score}_note": diff.reason,
+                    "bd_rate_percent": rate.value,
+                    "bd_rate_note": rate.reason,
+                }
+            )
+    columns = ["model", "method", "reference", "points", "reference_points", f"bd_{score}", f"bd_{score}_note"]
+    return pd.DataFrame(rows, columns=[*columns, "bd_rate_percent", "bd_rate_note"])

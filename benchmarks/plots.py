@@ -165,3 +165,75 @@ def plot_fidelity(runs: pd.DataFrame, path: Path, bin_width: float) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small", loc="lower left")
     return _save(fig, path)
+
+
+EXPLANATION_PANELS = [  # (points column, axis label, scale)
+    ("expl_spearman", "explanation Spearman ρ vs FP32", 1.0),
+    ("expl_topk", "top-10% overlap with FP32", 1.0),
+]
+
+
+def plot_rate_explanation(points: pd.DataFrame, fronts_of, path: Path) -> Path:
+    """A column per model, a row per explanation score: every configuration (dots) and each method's
+    Pareto front of coded size (bytes, log x) vs the score (lines; ``fronts_of(points, score)``)."""
+    models, methods = sorted(points["model"].unique()), sorted(points["method"].unique())
+    panels = [p for p in EXPLANATION_PANELS if p[0] in points and points[p[0]].notna().any()]
+    fig, axes = _figure(len(panels), len(models), 6.0, 3.8)
+    for i, (col, label, scale) in enumerate(panels):
+        front = fronts_of(points, col)
+        for j, model in enumerate(models):
+            ax, pm = axes[i][j], points[(points["model"] == model) & points[col].notna()]
+            for method in [m for m in methods if m in set(pm["method"])]:
+                color, mine = _color(method, methods), pm[pm["method"] == method]
+                ax.scatter(mine["coded_bytes"], scale * mine[col], s=10, color=color, alpha=0.35)
+                f = front[(front["model"] == model) & (front["method"] == method)]
+                ax.plot(f["coded_bytes"], scale * f[col], marker="o", ms=4, color=color, label=method)
+            _log_size_axis(ax, "")
+            ax.set(ylabel=label, title=f"{model}: {label.split(' vs')[0].split(' with')[0]}")
+            ax.axhline(1.0, color="black", ls="--", lw=1)
+            ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def map_image(values, input_shape, dataset: str):
+    """A relevance map or an input (numpy, one value per position, or the input tensor) as a 2-D
+    image: H x W for image inputs (channels summed for maps, averaged for inputs), MFCC coefficient x
+    frame for gsc (490 = 49 frames x 10, time-major), a square for square 1-D inputs, else one row."""
+    import numpy as np
+
+    v, shape = np.asarray(values, dtype=float), tuple(int(s) for s in input_shape)
+    if v.size != int(np.prod(shape[-2:] if len(shape) >= 3 else shape)):
+        v = v.reshape(shape).mean(axis=0)  # an input of C x H x W: the channel mean
+    if dataset == "gsc" and v.size == 490:
+        return v.reshape(49, 10).T
+    if len(shape) >= 2:
+        return v.reshape(shape[-2:])
+    side = int(round(v.size**0.5))
+    return v.reshape(side, side) if side * side == v.size else v.reshape(1, -1)
+
+
+def plot_gallery(model_rows: list[tuple[str, str, list[tuple[str, dict]]]], rows: int, path: Path) -> Path:
+    """For each (model, dataset, [(column title, gallery arrays)]): ``rows`` test inputs, their FP32
+    map and each method's map (red: positive relevance, blue: negative; each map scaled to its own
+    largest |value|)."""
+    ncols = 2 + max(len(c) for _, _, c in model_rows)
+    fig, axes = _figure(rows * len(model_rows), ncols, 1.9, 1.9)
+    for block, (model, dataset, columns) in enumerate(model_rows):
+        first = columns[0][1]
+        for r in range(min(rows, len(first["fp_maps"]))):
+            ax_row = axes[block * rows + r]
+            shape = first["input_shape"]
+            panels = [("input", first["inputs"][r], "gray"), ("FP32", first["fp_maps"][r], "bwr")]
+            panels += [(title, g["maps"][r], "bwr") for title, g in columns]
+            for ax, (title, values, cmap) in zip(ax_row, panels):
+                image = map_image(values, shape, dataset)
+                top = max(abs(float(image.max())), abs(float(image.min())), 1e-12)
+                lim = {"vmin": -top, "vmax": top} if cmap == "bwr" else {}
+                ax.imshow(image, cmap=cmap, aspect="auto" if dataset == "gsc" else "equal", origin="upper", **lim)
+                ax.set(xticks=[], yticks=[])
+                if r == 0:
+                    ax.set_title(f"{model}\n{title}" if title in ("input",) else title, fontsize="small")
+            ax_row[0].set_ylabel(f"class {int(first['classes'][r])}", fontsize="small")
+            for ax in ax_row[len(panels) :]:
+                ax.axis("off")
+    return _save(fig, path)

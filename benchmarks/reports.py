@@ -2,7 +2,8 @@
 
 ``write_reports(suite)`` reads the suite's verified runs (grid runs and search trials) and writes,
 under ``results/<suite>/``: ``table.md``/``.csv`` (via ``tables.write_tables``), ``fronts.csv``,
-``pareto.png``, ``rate_accuracy.png``, ``bd_rate.csv``/``.md``, ``profiles.csv``/``.png``/``.md`` and
+``pareto.png``, ``rate_accuracy.png``, ``bd_rate.csv``/``.md``, ``profiles.csv``/``.png``/``.md``,
+the explanation-drift files of ``benchmarks.explreport`` (where runs have the metrics) and
 ``report.md``. Nothing in them depends on the time of writing, so the same store gives the same bytes.
 Which runs count (verified sizes, the suite's budget, the tolerance test) is defined in
 ``benchmarks.leaderboard``, shared with the leaderboard; the maths of fronts and BD deltas is in
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import fpreport, tables
+from benchmarks.explreport import write_explanation_reports
 from benchmarks.leaderboard import best_runs, load_suite_runs, report_runs
 from benchmarks.pareto import BD_RANGE, bd_table, configuration_points, fronts
 from benchmarks.plots import plot_pareto, plot_profiles, plot_rate_accuracy
@@ -58,24 +60,6 @@ def layer_profiles(best: pd.DataFrame, tracking_uri: str | None = None) -> pd.Da
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _cell(value, fmt: str) -> str:
-    return "n/a" if value is None or pd.isna(value) else format(value, fmt)
-
-
-def bd_matrix(bd: pd.DataFrame, model: str, column: str, fmt: str) -> str:
-    """A Markdown matrix of ``column`` for one model: row = method, column = reference."""
-    sub = bd[bd["model"] == model]
-    methods = sorted(set(sub["method"]) | set(sub["reference"]))
-    rows = []
-    for a in methods:
-        cells = [
-            _cell(sub.loc[(sub["method"] == a) & (sub["reference"] == b), column].iloc[0], fmt) if a != b else "-"
-            for b in methods
-        ]
-        rows.append([f"**{a}**", *cells])
-    return tables.to_markdown(pd.DataFrame(rows, columns=["method \\ reference", *methods]))
-
-
 BD_TEXT = """Bjøntegaard deltas between the methods' Pareto fronts (one point per configuration, mean over its
 seeds), restricted to the operating range: points within {range_pp:g} percentage points of the FP32 test
 {metric} (collapsed models would otherwise dominate the averages). **BD-rate**: the average size
@@ -93,16 +77,17 @@ function of ln(coded bytes) the same way. A front with fewer than 2 points, or f
 do not overlap, give n/a with the reason below."""
 
 
-def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
-    """bd_rate.md: the definitions, a BD-rate and a BD-metric matrix per model, the n/a reasons."""
+def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str, explanation: str = "") -> str:
+    """bd_rate.md: the definitions, a BD-rate and a BD-metric matrix per model, the n/a reasons
+    (then ``explanation``: the BD summary on explanation similarity, where runs have it)."""
     parts = [f"# {suite}: Bjøntegaard-delta summary\n", BD_TEXT.format(metric=metric, range_pp=100 * BD_RANGE)]
     for model in sorted(bd["model"].unique()):
         parts += [
             f"\n## {model}\n",
             "BD-rate (% coded size, row vs column):\n",
-            bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+            tables.bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
             "\nBD-metric (percentage points of test " + metric + ", row vs column):\n",
-            bd_matrix(bd, model, "bd_metric_pp", "+.2f"),
+            tables.bd_matrix(bd, model, "bd_metric_pp", "+.2f"),
         ]
     notes = [
         f"- {r.model}: {r.method} vs {r.reference}: "
@@ -116,7 +101,7 @@ def bd_markdown(bd: pd.DataFrame, suite: str, metric: str, commits: str) -> str:
         parts.append("\nNo model has fronts of two methods: nothing to compare.")
     if notes:
         parts += ["\nNot computable:\n", "\n".join(notes)]
-    return "\n".join(parts) + f"\n\n{commits}\n"
+    return "\n".join([*parts, explanation]) + f"\n\n{commits}\n"
 
 
 def best_runs_markdown(best: pd.DataFrame, metric: str) -> str:
@@ -181,9 +166,10 @@ def report_markdown(
     files: set[str],
     commits: str,
     fp_text: str = "",
+    expl_text: str = "",
 ) -> str:
     """report.md: what was measured, links to every table and figure, FP32 beside the trivial baseline
-    (``fp_text``), the BD matrices, the best runs."""
+    (``fp_text``), the BD matrices, explanation drift (``expl_text``), the best runs."""
     tol = f"{100 * suite.tolerance:g}"
     parts = [
         f"# {suite.name}: compression benchmark report\n",
@@ -213,11 +199,12 @@ def report_markdown(
     for model in sorted(bd["model"].unique()):
         parts += [
             f"### {model}: BD-rate (% coded size)\n",
-            bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
+            tables.bd_matrix(bd, model, "bd_rate_percent", "+.1f"),
             f"\n### {model}: BD-metric (percentage points of test {metric})\n",
-            bd_matrix(bd, model, "bd_metric_pp", "+.2f") + "\n",
+            tables.bd_matrix(bd, model, "bd_metric_pp", "+.2f") + "\n",
         ]
     parts += [
+        expl_text,
         "## Best run per method and per-layer profiles\n",
         f"Smallest coded size within {tol} pp of FP32 "
         f"(else the best {metric}); per-layer numbers in [profiles.md](profiles.md) "
@@ -267,10 +254,14 @@ def write_reports(suite: str, tracking_uri: str | None = None, out_dir: Path | N
         ]
         if not prof.empty:
             paths.append(plot_profiles(prof, out / "profiles.png"))
-    (out / "bd_rate.md").write_text(bd_markdown(bd, cfg.name, metric, commits))
+        expl_paths, expl_text, expl_bd = write_explanation_reports(
+            used, points, metric, cfg.tolerance, tracking_uri, out
+        )
+    paths += expl_paths
+    (out / "bd_rate.md").write_text(bd_markdown(bd, cfg.name, metric, commits, expl_bd))
     (out / "profiles.md").write_text(profiles_markdown(best, prof, cfg.name, metric, cfg.tolerance, commits))
     paths += [out / "bd_rate.md", out / "profiles.md"]
     files = {p.name for p in paths}
     fp_text = fpreport.fp_section(runs, metric, tables.to_markdown)
-    (out / "report.md").write_text(report_markdown(cfg, scope, metric, bd, best, files, commits, fp_text))
+    (out / "report.md").write_text(report_markdown(cfg, scope, metric, bd, best, files, commits, fp_text, expl_text))
     return [*paths, out / "report.md"]

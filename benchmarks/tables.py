@@ -65,7 +65,17 @@ COLUMNS = [  # (output name, source column, format, scale)
     ("coded bits/weight", "coded_bits_per_weight", ".3f", 1.0),
     ("coded size (kB)", "coded_bytes", ".2f", 1e-3),
     ("compression ratio", "compression_ratio", ".1f", 1.0),
+    ("expl. Spearman", "expl_spearman", ".3f", 1.0),  # explanation drift vs FP32 (benchmarks.explanations)
+    ("expl. cosine", "expl_cosine", ".3f", 1.0),
+    ("expl. top-10% overlap", "expl_topk", ".3f", 1.0),
+    ("top-1 flips (%)", "expl_flip", ".1f", 100.0),
 ]
+EXPLANATION_NOTE = (
+    "Explanation drift (expl.; where logged): LRP input maps of the model decoded from its bitstream vs "
+    "its FP32 model on 256 fixed test examples (the true class explained): mean Spearman rank correlation, "
+    "mean cosine similarity and top-10% overlap of the maps (1 = the FP32 maps), and the share of examples "
+    "whose top-1 class changed (README, *Explanation drift*).\n\n"
+)
 
 
 def summary_table(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -154,7 +164,27 @@ def write_tables(
         f"# {suite}: compressed models, mean ± std over seeds\n\n"
         f"Task metric: test {metric}, {selected}. "
         "Sizes are real NNR (DeepCABAC) bitstreams that decode back to the evaluated model; the "
-        "compression ratio is FP32 state-dict bytes / coded bytes.\n\n" + fpreport.table_note(df)
+        "compression ratio is FP32 state-dict bytes / coded bytes.\n\n"
+        + (EXPLANATION_NOTE if "expl_spearman" in df and df["expl_spearman"].notna().any() else "")
+        + fpreport.table_note(df)
     )
     (out / f"{name}.md").write_text(header + to_markdown(table) + "\n\n" + runs_line(df, suite) + "\n")
     return out / f"{name}.md"
+
+
+def _cell(value, fmt: str) -> str:
+    return "n/a" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def bd_matrix(bd: pd.DataFrame, model: str, column: str, fmt: str) -> str:
+    """A Markdown matrix of ``column`` for one model: row = method, column = reference."""
+    sub = bd[bd["model"] == model]
+    methods = sorted(set(sub["method"]) | set(sub["reference"]))
+    rows = []
+    for a in methods:
+        cells = [
+            _cell(sub.loc[(sub["method"] == a) & (sub["reference"] == b), column].iloc[0], fmt) if a != b else "-"
+            for b in methods
+        ]
+        rows.append([f"**{a}**", *cells])
+    return to_markdown(pd.DataFrame(rows, columns=["method \\ reference", *methods]))

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from benchmarks.config import RunConfig, run_key, to_dict
+from benchmarks.explanations import METRICS, BitstreamError, explain_result, log_explanation
 from benchmarks.fpgate import fp_stage, log_verdict
 from benchmarks.procs import owner, owner_gone, raise_on_signals
 from benchmarks.provenance import git_state, versions
@@ -224,7 +225,27 @@ def tracked_run(
 
         try:
             result = run(cfg, data_dir=data_dir, cache_dir=cache_dir, on_epoch=on_epoch, log=log, data=data, key=key)
+            explanation = explain_run(result, data, cache_dir, log)
         except KeyboardInterrupt:
             mlflow.end_run(status="KILLED")
             raise
-        return log_result(result, active.info.run_id)
+        except BitstreamError as e:  # the run is rejected: FAILED, never in a table
+            mlflow.set_tag("error", str(e)[:5000])
+            raise BitstreamError(
+                f"{name}: {e}; the run is rejected (MLflow run {active.info.run_id}, FAILED)"
+            ) from None
+        record = log_result(result, active.info.run_id)
+        if explanation is not None:
+            log_explanation(explanation)
+            record.update(explanation.metrics)
+        return record
+
+
+def explain_run(result: RunResult, data, cache_dir: Path, log: Callable[[str], None]):
+    """The explanation metrics of a run on its decoded bitstream (None when coding is off: there is
+    no bitstream to decode). BitstreamError when the round trip failed."""
+    if not result.config.verify_coding:
+        return None
+    expl = explain_result(result, data, cache_dir, lambda line: None)
+    log("    explanations: " + ", ".join(f"{k} {expl.metrics[k]:.4f}" for k in METRICS))
+    return expl

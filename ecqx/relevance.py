@@ -36,6 +36,19 @@ def composite_names() -> list[str]:
     return sorted(COMPOSITES)
 
 
+def make_composite(composite: str, canonizer: str, epsilon: float):
+    """A fresh zennit composite ``composite`` with the canonizers of ``canonizer`` (see
+    :data:`CANONIZERS`) and ε (and stabilizer) ``epsilon`` where the composite takes them."""
+    if composite not in COMPOSITES:
+        raise ValueError(f"unknown LRP composite {composite!r}; known: {', '.join(composite_names())}")
+    if canonizer not in CANONIZERS:
+        raise ValueError(f"unknown LRP canonizer {canonizer!r}; known: {', '.join(CANONIZERS)}")
+    cls = COMPOSITES[composite]
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: epsilon for k in ("epsilon", "stabilizer") if k in accepted}
+    return cls(canonizers=CANONIZERS[canonizer](), **kwargs)
+
+
 def _forward_with_weight(module: nn.Module, a: Tensor, weight: Tensor) -> Tensor:
     if isinstance(module, nn.Linear):
         return F.linear(a, weight, module.bias)
@@ -190,10 +203,7 @@ class WeightRelevance:
         self.composite_name, self.canonizer, self.epsilon, self.start = composite, canonizer, epsilon, start
 
     def _composite(self, targets: dict[nn.Module, str], sink):
-        cls = COMPOSITES[self.composite_name]
-        accepted = inspect.signature(cls).parameters
-        kwargs = {k: self.epsilon for k in ("epsilon", "stabilizer") if k in accepted}
-        composite = cls(canonizers=CANONIZERS[self.canonizer](), **kwargs)
+        composite = make_composite(self.composite_name, self.canonizer, self.epsilon)
         inner_map = composite.module_map
 
         def module_map(ctx, name, module):
