@@ -43,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("suite", help="run a suite's whole grid (resumes: finished runs are skipped)")
     s.add_argument("suite")
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (one MLflow store)")
+    s.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few steps of each (model, method) and print the expected wall time; creates no run",
+    )
     _common(s)
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
@@ -107,6 +112,12 @@ def cmd_suite(args) -> int:
     cfgs = grid(suite, quick=args.quick, overrides=args.overrides)
     quick = " (quick: first model, seed and setting per method)" if args.quick else ""
     print(f"suite {suite.name}: {len(cfgs)} runs with {args.workers} worker(s){quick}", flush=True)
+    if args.estimate:
+        from benchmarks.estimate import estimate
+        from benchmarks.estimate import report as estimate_report
+
+        print(estimate_report(estimate(cfgs, args.data_dir), suite.name, args.workers))
+        return 0
 
     def report(done: int, total: int, cfg, record) -> None:
         if args.workers > 1:
