@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -228,7 +229,11 @@ def report(result: dict, suite: str, workers: int) -> str:
     fp_total = sum(c.runs * c.run_seconds for c in result["fp"])
     runs = [c.run_seconds for c in result["qat"] for _ in range(c.runs)]
     threads = torch.get_num_threads()
-    lines = [f"estimate for suite {suite} on {result['device']} ({threads} threads); no run was created"]
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    lines = [
+        f"estimate for suite {suite} on {result['device']} ({threads} threads); no run was created",
+        f"  load average (1/5/15 min) {load}: other processes on this machine slow the timed steps",
+    ]
     if result["synthetic"]:
         lines.append(
             f"  no data on disk for {', '.join(result['synthetic'])}: synthetic batches of the suite's shapes, "

@@ -109,6 +109,7 @@ class ECQx(EntropyConstrained):
         relevance_ema_reset: str | None = None  # relevance EMA restarts: never | epoch
         band: str | None = None  # β search: clip (selection into the band) | reference (official search)
         relevance_start: str | None = None  # start relevance: logit | batch_mean (logit / batch size)
+        relevance_chunk: int = 0  # LRP on sub-batches of this many examples, summed (0: the whole batch at once)
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -121,6 +122,7 @@ class ECQx(EntropyConstrained):
             check_range("alpha (α)", self.alpha, 0.0, 0.999999)
             check_int("relevance_every", self.relevance_every, 1)
             check_range("epsilon (ε)", self.epsilon, 0.0, float("inf"), low_open=True)
+            check_int("relevance_chunk", self.relevance_chunk, 0)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -147,14 +149,21 @@ class ECQx(EntropyConstrained):
     def update_relevance(self, model: nn.Module, batch: tuple[Tensor, Tensor] | None) -> None:
         """Every ``relevance_every`` steps: LRP for ``batch`` on the quantized network that saw it
         (``relevance_model=quantized``) or on the weights the optimizer step just moved (``stepped``),
-        EMA into ``self.relevance`` (R = α·R_prev + (1-α)·R_new)."""
+        EMA into ``self.relevance`` (R = α·R_prev + (1-α)·R_new). The model's parameter gradients are
+        freed first (the step has used them; the LRP pass then peaks lower)."""
         cfg = self.config
         if not cfg.relevance or batch is None or (self.step - 1) % cfg.relevance_every != 0:
             return
         if cfg.relevance_model == "quantized":
             self.write_all()  # the compressed values of before the step
+        for param in model.parameters():  # spent: the optimizer and the STE used them before this hook
+            param.grad = None
         x, y = batch
-        fresh = self._relevance_engine(model)(model, x, y, self.layers)
+        engine = self._relevance_engine(model)
+        if cfg.relevance_chunk and cfg.relevance_chunk < len(x):  # bounded memory, another summation order
+            fresh = engine.chunked(model, x, y, self.layers, cfg.relevance_chunk)
+        else:
+            fresh = engine(model, x, y, self.layers)
         a = cfg.alpha
         for name, r in fresh.items():
             prev = self.relevance.get(name)
