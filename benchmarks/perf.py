@@ -108,7 +108,7 @@ def make_stepper(model_name: str, label: str, device: str) -> Callable[[], None]
     batch = random_batch(model_name, device)
     method = make_method(*STEP_METHODS[label])
     if method is not None:
-        method.prepare(model, total_steps=TOTAL_STEPS)
+        method.prepare(model, total_steps=TOTAL_STEPS, optimizer=opt)  # the reference STE keeps its own
     model.train()
 
     def step() -> None:
