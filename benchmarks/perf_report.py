@@ -83,6 +83,8 @@ def _memory(report: dict) -> list[str]:
         "| model | device | method | MiB | × FP | goal |",
         "|---|---|---|---|---|---|",
     ]
+    if not report["memory"]:
+        lines = ["## Peak memory: not measured (--no-memory)"]
     for r in report["memory"]:
         lines.append(
             f"| {r['model']} | {r['device']} | {r['method']} | {r['peak_bytes'] / 2**20:.0f} | "
