@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
         help="Optuna RDB URL of the grid's work queue, shared by every machine running this suite "
         "(default: sqlite:///runs/optuna.db)",
     )
+    s.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few steps of each (model, method) and print the expected wall time; creates no run",
+    )
     _common(s)
     t = sub.add_parser("tables", help="regenerate results/<suite>/ tables from MLflow")
     t.add_argument("suite")
@@ -115,6 +120,12 @@ def cmd_suite(args) -> int:
     cfgs = grid(suite, quick=args.quick, overrides=args.overrides)
     quick = " (quick: first model, seed and setting per method)" if args.quick else ""
     print(f"suite {suite.name}: {len(cfgs)} runs with {args.workers} worker(s){quick}", flush=True)
+    if args.estimate:
+        from benchmarks.estimate import estimate
+        from benchmarks.estimate import report as estimate_report
+
+        print(estimate_report(estimate(cfgs, args.data_dir), suite.name, args.workers))
+        return 0
     setup(args.tracking_uri, experiment_name(suite.name))  # create/migrate the store once, before any worker
     check_grid_fp(cfgs, args.data_dir, args.tracking_uri)  # every FP model through the gate before any method
     records, seconds = timed(

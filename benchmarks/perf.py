@@ -11,8 +11,10 @@ as medians of repeated runs:
    ECQx (relevances from one real LRP pass on a random batch) at 2 and 4 bit; seconds and weights/s.
 2. training step: zero_grad + forward + backward + optimizer.step + ``method.after_step`` for FP,
    uniform QAT, magnitude pruning, ECQ, ECQx (relevance every step) and ECQx (relevance every 8th
-   step, mean over 8 consecutive steps), as a ratio to the FP step of the same run. Methods are
-   timed round-robin so that background load hits all of them alike.
+   step, mean over 8 consecutive steps), both also with the fidelity profile (``profile=reference``:
+   rows ecqx_ref, ecqx_k8_ref, judged against the clean rows) and with LRP on sub-batches of 16
+   (ecqx_chunk16; its effect on the relevances is reported), as a ratio to the FP step of the same
+   run. Methods are timed round-robin so that background load hits all of them alike.
 3. peak memory of a step relative to the FP step: each (model, method) runs in a fresh subprocess.
    CPU: peak resident set (VmHWM, reset through /proc/self/clear_refs just before the timed steps)
    minus the resident set after imports, with glibc's mmap threshold pinned
@@ -42,7 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import baselines  # noqa: F401  (registers the comparison methods in ecqx.METHODS)
 from benchmarks.models import MODELS
+from benchmarks.perf_report import GOALS, markdown
+from benchmarks.provenance import commit_text
 from ecqx import METHODS, build_config
 
 OUT_DIR = Path("results/perf")
@@ -57,16 +62,11 @@ STEP_METHODS = {  # label: (registry name, config values)
     "ecq": ("ecq", {"bits": 4}),
     "ecqx": ("ecqx", {"bits": 4, "relevance_every": 1}),
     "ecqx_k8": ("ecqx", {"bits": 4, "relevance_every": 8}),
+    "ecqx_ref": ("ecqx", {"bits": 4, "relevance_every": 1, "profile": "reference"}),  # the fidelity profile
+    "ecqx_k8_ref": ("ecqx", {"bits": 4, "relevance_every": 8, "profile": "reference"}),
+    "ecqx_chunk16": ("ecqx", {"bits": 4, "relevance_every": 1, "relevance_chunk": 16}),  # LRP on sub-batches
 }
-GOALS = {  # (section, key) -> upper bound, from the speed issue (vgg16_cifar, CPU)
-    ("assign", "ecq"): 0.6,
-    ("assign", "ecqx"): 1.5,
-    ("step", "uniform_qat"): 1.2,
-    ("step", "ecq"): 1.3,
-    ("step", "ecqx"): 3.5,
-    ("step", "ecqx_k8"): 1.6,
-    ("memory", "ecqx"): 1.5,
-}
+CHUNK = 16  # examples per LRP sub-batch of the ecqx_chunk16 rows
 TOTAL_STEPS = 100_000  # schedule length given to prepare (magnitude pruning ramps over it)
 _T0 = time.perf_counter()
 
@@ -108,7 +108,7 @@ def make_stepper(model_name: str, label: str, device: str) -> Callable[[], None]
     batch = random_batch(model_name, device)
     method = make_method(*STEP_METHODS[label])
     if method is not None:
-        method.prepare(model, total_steps=TOTAL_STEPS)
+        method.prepare(model, total_steps=TOTAL_STEPS, optimizer=opt)  # the reference STE keeps its own
     model.train()
 
     def step() -> None:
@@ -166,12 +166,12 @@ def bench_steps(model_name: str, device: str, rounds: int, block: int) -> list[d
     steppers = {}
     for label in STEP_METHODS:
         steppers[label] = make_stepper(model_name, label, device)
-        n = 8 if label == "ecqx_k8" else block
+        n = 8 if "_k8" in label else block
         timed(steppers[label], device, n)  # warm-up
     samples: dict[str, list[float]] = {label: [] for label in steppers}
     for r in range(rounds):
         for label, step in steppers.items():
-            samples[label].append(timed(step, device, 8 if label == "ecqx_k8" else block))
+            samples[label].append(timed(step, device, 8 if "_k8" in label else block))
         log(
             f"steps {model_name} {device} round {r + 1}/{rounds}: "
             + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in samples.items())
@@ -188,6 +188,23 @@ def bench_steps(model_name: str, device: str, rounds: int, block: int) -> list[d
         }
         for label, v in samples.items()
     ]
+
+
+def chunk_effect(model_name: str, device: str) -> dict:
+    """How far LRP on sub-batches of CHUNK examples (``relevance_chunk``) moves the relevances of one
+    batch: max over layers of max |R_chunked - R| / max |R|."""
+    from ecqx.layers import select_layers
+    from ecqx.relevance import WeightRelevance
+
+    model = build_model(model_name, device)
+    x, y = random_batch(model_name, device)
+    model(x)  # BatchNorm statistics
+    engine = WeightRelevance("epsilon_plus_flat", getattr(model, "lrp_canonizer", "none"))
+    layers = select_layers(model)
+    whole, parts = engine(model, x, y, layers), engine.chunked(model, x, y, layers, CHUNK)
+    worst = max(float((parts[n] - r).abs().max() / r.abs().max().clamp(min=1e-30)) for n, r in whole.items())
+    log(f"chunked LRP {model_name} {device}: max relative change {worst:.2e}")
+    return {"model": model_name, "device": device, "chunk": CHUNK, "max_relative_change": worst}
 
 
 # -- 3. memory -------------------------------------------------------------------------------
@@ -209,7 +226,7 @@ def memory_probe(model_name: str, label: str, device: str, steps: int) -> dict:
     else:
         base = _rss_kib("VmRSS") * 1024
     step = make_stepper(model_name, label, device)
-    n = max(steps, 8) if label == "ecqx_k8" else steps
+    n = max(steps, 8) if "_k8" in label else steps
     timed(step, device, n)  # optimizer state, autograd buffers, first LRP pass
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -245,79 +262,6 @@ def bench_memory(model_name: str, device: str, labels: list[str]) -> list[dict]:
     return rows
 
 
-# -- report ----------------------------------------------------------------------------------
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def goal_note(section: str, row: dict, value: float) -> str:
-    bound = GOALS.get((section, row["method"]))
-    if bound is None or row["model"] != "vgg16_cifar" or row["device"] != "cpu":
-        return ""
-    return f"≤ {bound} {'met' if value <= bound else 'MISSED'}"
-
-
-def _loads(values) -> str:
-    return "/".join(f"{v:.1f}" for v in values)
-
-
-def markdown(report: dict) -> str:
-    lines = [
-        "# make perf",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Commit: `{report['commit']}`  ",
-        f"Machine: {report['machine']}  ",
-        f"torch {report['torch']}, {report['threads']} threads, "
-        f"wall time {report['wall_seconds']:.0f} s, load average (1/5/15 min) at start "
-        f"{_loads(report['load_average_start'])}, at end {_loads(report['load_average_end'])}",
-        "",
-        "## Assignment (all layers, median)",
-        "",
-        "| model | device | bits | method | weights | seconds | M weights/s | goal |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["assignment"]:
-        lines.append(
-            f"| {r['model']} | {r['device']} | {r['bits']} | {r['method']} | {r['weights']:,} | "
-            f"{r['seconds']:.3f} | {r['weights_per_second'] / 1e6:.1f} | "
-            f"{goal_note('assign', r, r['seconds']) if r['bits'] == 4 else ''} |"
-        )
-    lines += [
-        "",
-        "## Training step (median; ratio to the FP step of the same run)",
-        "",
-        "| model | device | method | ms/step | × FP | goal |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report["steps"]:
-        lines.append(
-            f"| {r['model']} | {r['device']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
-            f"{r['ratio_to_fp']:.2f} | {goal_note('step', r, r['ratio_to_fp'])} |"
-        )
-    lines += [
-        "",
-        "## Peak memory of a step (fresh process each; ratio to FP)",
-        "",
-        "| model | device | method | MiB | × FP | goal |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in report["memory"]:
-        lines.append(
-            f"| {r['model']} | {r['device']} | {r['method']} | {r['peak_bytes'] / 2**20:.0f} | "
-            f"{r['ratio_to_fp']:.2f} | {goal_note('memory', r, r['ratio_to_fp'])} |"
-        )
-    lines += ["", "Methods: " + " ".join(__doc__.split("Three measurements")[1].split("Writes")[0].split())]
-    return "\n".join(lines) + "\n"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None, help="comma-separated devices (default: cpu, plus cuda if present)")
@@ -341,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     models = args.models.split(",")
     report = {
         "command": " ".join(["python -m benchmarks.perf", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": git_commit(),
+        "commit": commit_text(),
         "load_average_start": os.getloadavg(),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
         "torch": torch.__version__,
@@ -349,7 +293,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "assignment": [],
         "steps": [],
         "memory": [],
-        "goals": {f"{a}:{b}": v for (a, b), v in GOALS.items()},
+        "chunk_effect": [],
+        "goals": {":".join(k): v for k, v in GOALS.items()},
     }
     for device in devices:
         for model_name in models:
@@ -362,12 +307,13 @@ def main(argv: list[str] | None = None) -> dict | None:
             report["steps"] += bench_steps(model_name, device, rounds, block)
             if not args.no_memory:
                 report["memory"] += bench_memory(model_name, device, list(STEP_METHODS))
+            report["chunk_effect"].append(chunk_effect(model_name, device))
     report["wall_seconds"] = time.perf_counter() - _T0
     report["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
+    text = markdown(report, __doc__)
     (out / "perf.md").write_text(text)
     print(text)
     log(f"wrote {out / 'perf.json'} and {out / 'perf.md'}")

@@ -66,6 +66,36 @@ class Assignment:
     beta: float | None = None
 
 
+@dataclass(frozen=True)
+class RelevanceTerms:
+    """A layer's relevance prepared once for the ECQx assignment, reusable while R is unchanged
+    (e.g. the steps between LRP passes): what the assignment derives from R alone.
+
+    log_r: ln(R + ε) clamped to <= 0, -0.0 where R + ε >= 1 (flat, the weights' dtype);
+    beta0: the start β (:func:`ecqx.beta.start_beta`); flat: indices where ln R = 0;
+    source, top: R = |source| / top (flat; top None: R = source), read only where needed (:meth:`at`).
+    """
+
+    log_r: Tensor
+    beta0: float
+    flat: Tensor
+    source: Tensor
+    top: Tensor | None = None
+
+    def at(self, idx: Tensor) -> Tensor:
+        """R at flat indices ``idx`` (the same numbers as the whole R's entries)."""
+        return self.source[idx] if self.top is None else self.source[idx].abs().div_(self.top)
+
+
+def relevance_terms(relevance: Tensor, dtype: torch.dtype, top: Tensor | None = None) -> RelevanceTerms:
+    """:class:`RelevanceTerms` of R = ``relevance`` (any shape, in [0, 1]) for weights of ``dtype``;
+    with ``top``: of R = |relevance| / top, without keeping R itself."""
+    source = relevance.detach().reshape(-1).to(dtype)
+    r = source if top is None else source.abs().div_(top)
+    log_r = torch.log(r + RELEVANCE_EPS).clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
+    return RelevanceTerms(log_r, start_beta(r), where_true(log_r == 0), source, top)
+
+
 def _use_direct(n: int, num_centroids: int) -> bool:
     return n * num_centroids < _DIRECT_BELOW
 
@@ -186,7 +216,7 @@ def _logs_decide(c: Tensor, penalty: Tensor, zero_index: int, span, rho: float) 
     )
 
 
-def _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok: bool) -> Tensor:
+def _relevance_zeros(c0, m, j, terms: RelevanceTerms, log_t, beta, rho, zero_index, logs_ok: bool) -> Tensor:
     """Which weights ECQx sets to zero: ``_zero_wins(c0 · ρ(R+ε)^β, m, j)``.
 
     Decided in the log domain, d = β ln(R+ε) - ln t < 0, where |d| exceeds a bound on the rounding
@@ -194,16 +224,16 @@ def _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok: 
     """
     fin = torch.finfo(c0.dtype)
     if not logs_ok:
-        return _zero_wins(c0 * _relevance_factor(r, rho, beta), m, j, zero_index)
+        return _zero_wins(c0 * _relevance_factor(terms.at(slice(None)), rho, beta), m, j, zero_index)
     big = math.log(fin.max) - math.log(fin.tiny)
     bound = SAFETY * fin.eps * (abs(beta) * -math.log(RELEVANCE_EPS) + big + abs(math.log(rho)) + 1.0)
     bound += 4.0 * abs(beta) * RELEVANCE_EPS
-    d = (log_r * beta).sub_(log_t)  # finite here: c0 and m are positive normal numbers
+    d = (terms.log_r * beta).sub_(log_t)  # finite here: c0 and m are positive normal numbers
     zero = d < 0
     unsure = where_true(d.abs_() <= bound)
     if unsure.numel():
         zero[unsure] = _zero_wins(
-            c0[unsure] * _relevance_factor(r[unsure], rho, beta), m[unsure], j[unsure], zero_index
+            c0[unsure] * _relevance_factor(terms.at(unsure), rho, beta), m[unsure], j[unsure], zero_index
         )
     return zero
 
@@ -213,7 +243,7 @@ def assign_layer(
     centroids: Tensor,
     Lambda: float,
     layer_share: float,
-    relevance: Tensor | None = None,
+    relevance: Tensor | RelevanceTerms | None = None,
     p: float = 0.1,
     rho: float = 2.0,
     lambda_max_rule: str = "thesis",
@@ -225,7 +255,8 @@ def assign_layer(
     """ECQ (``relevance=None``) or ECQx assignment of one layer; see the module docstring.
 
     weight: any shape; centroids: ascending, shape (C,), containing 0; Lambda: Λ >= 0;
-    layer_share: N_l/N_max in (0, 1]; relevance: same shape as weight, in [0, 1];
+    layer_share: N_l/N_max in (0, 1]; relevance: same shape as weight, in [0, 1] (or its
+    :class:`RelevanceTerms`, the same numbers without recomputing them);
     p: width of the ECQx sparsity band [max(0, s_ECQ - p), s_ECQ];
     lambda_max_rule, pmf, band: ``clean`` or official (``reference``) behaviour, see ``ecqx.profiles``;
     index_dtype: dtype of ``indices`` (uint8 saves conversions when C <= 256).
@@ -266,29 +297,28 @@ def assign_layer(
         zeros_ecq = int(torch.count_nonzero(zero))
     beta = None
     if relevance is not None and not (band == "reference" and skips(zeros_ecq, n, p)):
-        r = relevance.detach().reshape(-1).to(w.dtype)
+        terms = relevance if isinstance(relevance, RelevanceTerms) else relevance_terms(relevance, w.dtype)
         logs_ok = _logs_decide(c, penalty, zero_index, span, rho)
-        beta, zero = _relevance_assign(c0, m, j, r, zeros_ecq, p, rho, zero_index, logs_ok, band)
+        beta, zero = _relevance_assign(c0, m, j, terms, zeros_ecq, p, rho, zero_index, logs_ok, band)
     indices = choose(zero, j, zero_index).to(index_dtype)
     return Assignment(indices.reshape(weight.shape), lam, zeros_ecq / n if n else 0.0, beta)
 
 
 def _relevance_assign(
-    c0, m, j, r, zeros_ecq: int, p: float, rho: float, zero_index: int, logs_ok, band: str = "clip"
+    c0, m, j, terms: RelevanceTerms, zeros_ecq: int, p: float, rho: float, zero_index: int, logs_ok, band: str = "clip"
 ) -> tuple[float, Tensor]:
     """ECQx: β for the sparsity band [zeros_ecq - p·N, zeros_ecq] (``clip``: a β whose zero count
     lies in the band, by selection; ``reference``: the official multiplicative search), then which
     weights go to zero."""
-    n = r.numel()
-    log_r = torch.log(r + RELEVANCE_EPS).clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
+    n, log_r = terms.log_r.numel(), terms.log_r
     log_t = torch.log(m).sub_(torch.log(c0)).sub_(math.log(rho))
     if band == "clip":
         k_lo, k_hi = max(0, math.ceil(zeros_ecq - p * n - 1e-9)), zeros_ecq
-        beta = choose_beta(log_r, log_t, start_beta(r), k_lo, k_hi)
+        beta = choose_beta(log_r, log_t, terms.beta0, k_lo, k_hi, terms.flat)
     else:
-        beta = reference_beta(thresholds(log_r, log_t), start_beta(r), zeros_ecq / n, p)
+        beta = reference_beta(thresholds(log_r, log_t), terms.beta0, zeros_ecq / n, p)
     logs_ok = logs_ok and abs(beta) < 1e6
-    return beta, _relevance_zeros(c0, m, j, r, log_r, log_t, beta, rho, zero_index, logs_ok)
+    return beta, _relevance_zeros(c0, m, j, terms, log_t, beta, rho, zero_index, logs_ok)
 
 
 def assign(

@@ -48,18 +48,20 @@ def _min_above(b: Tensor, kth: float, k: int) -> float:
     return b[where_true(b > kth)].min().item()
 
 
-def choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: int) -> float:
+def choose_beta(log_r: Tensor, log_t: Tensor, beta0: float, k_lo: int, k_hi: int, flat: Tensor | None = None) -> float:
     """A β whose zero count ``#{β·ln R < ln t}`` lies in [k_lo, k_hi], nearest to β0's count.
 
     For ln R < 0 a weight is zero iff β > b_i = ln t_i / ln R_i, so the count is a step function of β;
     the wanted count is hit by a β between two neighbouring sorted thresholds (k-th values).
     Weights with ln R = 0 are zero for every β (ln t > 0) or for none; they sit at -inf / +inf of b.
+    flat: the indices where ln R = 0 when known (else found here).
     """
     b = thresholds(log_r, log_t)
     count0 = int(torch.count_nonzero(b < beta0))
     if k_lo <= count0 <= k_hi:
         return beta0
-    flat = where_true(log_r == 0)  # ln R = 0: typically the one weight of largest R
+    if flat is None:
+        flat = where_true(log_r == 0)  # ln R = 0: typically the one weight of largest R
     n_dec = b.numel() - flat.numel()
     constant_zero = int(torch.count_nonzero(log_t[flat] > 0))
     if n_dec == 0:

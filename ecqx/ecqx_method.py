@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ecqx.assignment import assign_layer
+from ecqx.assignment import RelevanceTerms, assign_layer, relevance_terms
 from ecqx.beta import BAND_RULES
 from ecqx.checks import check_bits, check_choice, check_int, check_range
 from ecqx.codebook import Grid, make_grid
@@ -64,6 +64,10 @@ class EntropyConstrained(LatentMethod):
     def update_relevance(self, model: nn.Module, batch: tuple[Tensor, Tensor] | None) -> None:
         """Refresh relevances before the assignment (nothing to do for plain ECQ)."""
 
+    def assignment_relevance(self, name: str) -> Tensor | RelevanceTerms | None:
+        """What the assignment of layer ``name`` gets as relevance (default: ``relevance_of``)."""
+        return self.relevance_of(name)
+
     def compress(self, model: nn.Module, batch) -> None:
         cfg = self.config
         self.update_relevance(model, batch)
@@ -75,7 +79,7 @@ class EntropyConstrained(LatentMethod):
                 centroids,
                 cfg.Lambda,
                 latent.numel() / n_max,
-                self.relevance_of(name),
+                self.assignment_relevance(name),
                 getattr(cfg, "p", 0.0),
                 getattr(cfg, "rho", 1.0),
                 cfg.lambda_max_rule,
@@ -105,6 +109,7 @@ class ECQx(EntropyConstrained):
         relevance_ema_reset: str | None = None  # relevance EMA restarts: never | epoch
         band: str | None = None  # β search: clip (selection into the band) | reference (official search)
         relevance_start: str | None = None  # start relevance: logit | batch_mean (logit / batch size)
+        relevance_chunk: int = 0  # LRP on sub-batches of this many examples, summed (0: the whole batch at once)
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -117,11 +122,13 @@ class ECQx(EntropyConstrained):
             check_range("alpha (α)", self.alpha, 0.0, 0.999999)
             check_int("relevance_every", self.relevance_every, 1)
             check_range("epsilon (ε)", self.epsilon, 0.0, float("inf"), low_open=True)
+            check_int("relevance_chunk", self.relevance_chunk, 0)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
         self.relevance: dict[str, Tensor] = {}
         self._lrp = None
+        self._terms: dict[str, tuple[Tensor, int, RelevanceTerms | None]] = {}  # name: (EMA, its _version, terms)
 
     def _relevance_engine(self, model: nn.Module):
         if self._lrp is None:
@@ -142,14 +149,21 @@ class ECQx(EntropyConstrained):
     def update_relevance(self, model: nn.Module, batch: tuple[Tensor, Tensor] | None) -> None:
         """Every ``relevance_every`` steps: LRP for ``batch`` on the quantized network that saw it
         (``relevance_model=quantized``) or on the weights the optimizer step just moved (``stepped``),
-        EMA into ``self.relevance`` (R = α·R_prev + (1-α)·R_new)."""
+        EMA into ``self.relevance`` (R = α·R_prev + (1-α)·R_new). The model's parameter gradients are
+        freed first (the step has used them; the LRP pass then peaks lower)."""
         cfg = self.config
         if not cfg.relevance or batch is None or (self.step - 1) % cfg.relevance_every != 0:
             return
         if cfg.relevance_model == "quantized":
             self.write_all()  # the compressed values of before the step
+        for param in model.parameters():  # spent: the optimizer and the STE used them before this hook
+            param.grad = None
         x, y = batch
-        fresh = self._relevance_engine(model)(model, x, y, self.layers)
+        engine = self._relevance_engine(model)
+        if cfg.relevance_chunk and cfg.relevance_chunk < len(x):  # bounded memory, another summation order
+            fresh = engine.chunked(model, x, y, self.layers, cfg.relevance_chunk)
+        else:
+            fresh = engine(model, x, y, self.layers)
         a = cfg.alpha
         for name, r in fresh.items():
             prev = self.relevance.get(name)
@@ -163,6 +177,22 @@ class ECQx(EntropyConstrained):
         r = r.abs()
         top = r.max()
         return r.div_(top) if top > 0 else None
+
+    def assignment_relevance(self, name: str) -> Tensor | RelevanceTerms | None:
+        """With ``relevance_every`` > 1: the layer's :class:`RelevanceTerms`, kept while its EMA tensor
+        is unchanged (between LRP passes), so ln R is computed once per pass; else ``relevance_of``."""
+        if self.config.relevance_every == 1:
+            return self.relevance_of(name)
+        r = self.relevance.get(name) if self.config.relevance else None
+        if r is None:
+            return None
+        cached = self._terms.get(name)
+        if cached is not None and cached[0] is r and cached[1] == r._version:  # in-place EMA bumps _version
+            return cached[2]
+        top = r.abs().max()
+        terms = relevance_terms(r, self.latent[name].dtype, top) if top > 0 else None
+        self._terms[name] = (r, r._version, terms)
+        return terms
 
     def finalize(self, model: nn.Module):
         """As LatentMethod.finalize; also records each layer's share of the total |relevance|."""

@@ -237,3 +237,19 @@ class WeightRelevance:
         finally:
             model.train(was_training)
         return {name: found.get(name, torch.zeros_like(layers[name].weight)) for name in layers}
+
+    def chunked(
+        self, model: nn.Module, x: Tensor, target: Tensor, layers: dict[str, nn.Module], chunk: int
+    ) -> dict[str, Tensor]:
+        """As calling it, on sub-batches of ``chunk`` examples, summed: the activations of one
+        sub-batch at a time (memory), the same relevances up to the order of summation over the batch
+        (``start=batch_mean`` divides by the whole batch's size, as unchunked)."""
+        total: dict[str, Tensor] = {}
+        scale = len(x)
+        for xs, ys in zip(x.split(chunk), target.split(chunk)):
+            part = self(model, xs, ys, layers)
+            for name, r in part.items():
+                if self.start == "batch_mean":
+                    r = r.mul_(len(xs) / scale)
+                total[name] = total[name].add_(r) if name in total else r
+        return total

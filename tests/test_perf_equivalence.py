@@ -282,3 +282,33 @@ def test_relevance_shortcuts_give_the_same_relevances(monkeypatch):
         want = R.WeightRelevance(composite, canonizer)(model, x, y, select_layers(model))
         for layer in want:
             assert torch.equal(got[layer], want[layer]), (name, layer)
+
+
+def test_cached_relevance_terms_give_the_direct_assignment_between_and_after_lrp_passes():
+    """relevance_every > 1: ln R etc. are kept while the EMA tensor is unchanged; the indices equal the
+    direct assignment with ``relevance_of`` whether the cache is hit (weights moved) or invalidated
+    (EMA updated in place, or replaced)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Flatten(), torch.nn.Linear(16 * 36, 10))
+    method = ECQx(ECQx.Config(bits=4, relevance_every=8))
+    method.prepare(model)
+    method.relevance = {name: lrp_like(w, 0) * 3.0 for name, w in method.latent.items()}
+    n_max = max(w.numel() for w in method.latent.values())
+
+    def check():
+        method.compress(model, None)
+        for name, latent in method.latent.items():
+            want = direct(latent, method.centroids[name], 0.2, latent.numel() / n_max, method.relevance_of(name))
+            assert torch.equal(method.indices[name].long(), want.indices)
+            assert method.layer_stats[name]["beta"] == want.beta
+
+    check()
+    terms = dict(method._terms)
+    for latent in method.latent.values():  # the weights move: cache hit
+        latent.add_(torch.randn_like(latent) * 0.01)
+    check()
+    assert all(method._terms[name][2] is terms[name][2] for name in terms)
+    for name, r in method.relevance.items():  # the EMA moves in place: recomputed
+        r.mul_(0.1).add_(lrp_like(method.latent[name], 5), alpha=0.9)
+    check()
+    assert all(method._terms[name][2] is not terms[name][2] for name in terms)

@@ -71,3 +71,35 @@ def test_batchnorm_canonizer_and_no_side_effects():
 def test_unknown_composite_names_the_choices():
     with pytest.raises(ValueError, match="unknown LRP composite 'nope'; known: .*epsilon_plus_flat"):
         WeightRelevance("nope")
+
+
+@pytest.mark.parametrize("start", ["logit", "batch_mean"])
+def test_chunked_lrp_sums_to_the_whole_batch_relevance(start):
+    """relevance_chunk: the same relevances up to the order of summation over the batch."""
+    from benchmarks.models import MODELS
+    from ecqx.layers import select_layers
+
+    torch.manual_seed(0)
+    model = MODELS.get("vgg_tiny")(5, (3, 32, 32))
+    model(torch.randn(8, 3, 32, 32))  # BatchNorm statistics
+    x, y = torch.randn(10, 3, 32, 32), torch.randint(0, 5, (10,))
+    engine = WeightRelevance("epsilon_plus_flat", model.lrp_canonizer, start=start)
+    whole = engine(model, x, y, select_layers(model))
+    parts = engine.chunked(model, x, y, select_layers(model), 3)
+    for name, r in whole.items():
+        torch.testing.assert_close(parts[name], r, rtol=1e-4, atol=1e-6 * float(r.abs().max()))
+        assert not torch.equal(r, torch.zeros_like(r))
+
+
+def test_ecqx_frees_spent_gradients_before_its_lrp_pass():
+    from ecqx.ecqx_method import ECQx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    method = ECQx(ECQx.Config(bits=3, relevance_chunk=2))
+    method.prepare(model)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    method.after_step(model, (x, y))
+    assert all(p.grad is None for p in model.parameters())
+    assert set(method.relevance) == set(method.layers)
