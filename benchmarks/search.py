@@ -255,12 +255,15 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat API
 
 
-def work(spec: SearchSpec, threads: int) -> None:
-    """Entry point of a spawned worker process: ``threads`` torch CPU threads, then trials."""
+def work(spec: SearchSpec, threads: int, parent: int | None = None) -> None:
+    """Entry point of a spawned worker process (dies with ``parent``): ``threads`` torch CPU threads,
+    then trials."""
     import torch
 
-    from benchmarks.procs import raise_on_signals
+    from benchmarks.procs import die_with_parent, raise_on_signals
 
+    if parent is not None:
+        die_with_parent(parent)
     raise_on_signals()
     _quiet_optuna()
     torch.set_num_threads(threads)
@@ -358,7 +361,7 @@ def search(spec: SearchSpec) -> optuna.Study:
         flush=True,
     )
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work, args=(spec, threads)) for _ in range(spec.workers - 1)]
+    procs = [ctx.Process(target=work, args=(spec, threads, os.getpid())) for _ in range(spec.workers - 1)]
     for p in procs:
         p.start()
     torch.set_num_threads(threads)

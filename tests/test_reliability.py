@@ -98,6 +98,7 @@ def start_and_wait_for_training(cmd: list[str], cwd: Path, log: Path) -> subproc
     return proc
 
 
+@pytest.mark.slow  # three suite starts with worker processes (~1-4 min)
 def test_signals_stop_the_whole_suite_and_a_rerun_completes_the_grid(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = suite_cmd(tmp_path, "--workers", "2", "--tracking-uri", uri)
@@ -130,20 +131,30 @@ def test_signals_stop_the_whole_suite_and_a_rerun_completes_the_grid(tmp_path):
     assert sorted(finished_per_key(uri).values()) == [1, 1]
 
 
-def _two_at_once(tmp_path: Path, extra: list[str], uri: str) -> None:
+def _together(tmp_path: Path, extra: list[str], uri: str, third: bool = False) -> None:
+    """Two ``suite`` processes started at once (and, with ``third``, one more once the first grid
+    point is done): every grid point FINISHED exactly once."""
     cmd = suite_cmd(tmp_path, "--tracking-uri", uri, *extra, epochs=3)
-    logs = [tmp_path / f"log{i}.txt" for i in range(2)]
-    procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV) for log in logs
-    ]
+    if third:  # three grid points, so that the third process arrives mid-way
+        (tmp_path / "two.yaml").write_text((SUITE % 3).replace("bits: [2, 3]", "bits: [2, 3, 4]"))
+    logs = [tmp_path / f"log{i}.txt" for i in range(3 if third else 2)]
+
+    def start(log: Path) -> subprocess.Popen:
+        return subprocess.Popen(cmd, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, env=ENV)
+
+    procs = [start(log) for log in logs[:2]]
+    if third:
+        wait_for(lambda: any("done:" in log.read_text() for log in logs[:2]), 300, "a first grid point done")
+        procs.append(start(logs[2]))
     codes = [p.wait(timeout=300) for p in procs]
-    assert codes == [0, 0], "\n\n".join(log.read_text() for log in logs)
-    assert sorted(finished_per_key(uri).values()) == [1, 1], "every grid point FINISHED exactly once"
-    assert statuses(uri) == {"FINISHED": 2}
+    assert codes == [0] * len(procs), "\n\n".join(log.read_text() for log in logs)
+    points = 3 if third else 2
+    assert sorted(finished_per_key(uri).values()) == [1] * points, "every grid point FINISHED exactly once"
+    assert statuses(uri) == {"FINISHED": points}
 
 
 def test_two_suites_started_together_on_a_fresh_sqlite_store_run_each_point_once(tmp_path):
-    _two_at_once(tmp_path, ["--storage", f"sqlite:///{tmp_path}/optuna.db"], f"sqlite:///{tmp_path}/mlflow.db")
+    _together(tmp_path, ["--storage", f"sqlite:///{tmp_path}/optuna.db"], f"sqlite:///{tmp_path}/mlflow.db")
     from benchmarks.tables import write_tables
 
     os.chdir(tmp_path)
@@ -151,12 +162,13 @@ def test_two_suites_started_together_on_a_fresh_sqlite_store_run_each_point_once
     assert table.count("| ecq |") == 2 and "| 1 |" in table
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
-def test_two_machines_run_a_suite_on_postgres_each_point_once(tmp_path, postgres_dbs):  # noqa: F811
+def test_three_machines_run_a_suite_on_postgres_each_point_once(tmp_path, postgres_dbs):  # noqa: F811
     from benchmarks.runs import db_url
 
     optuna_url, mlflow_url = (db_url(u) for u in postgres_dbs)
-    _two_at_once(tmp_path, ["--storage", optuna_url], mlflow_url)
+    _together(tmp_path, ["--storage", optuna_url], mlflow_url, third=True)
 
 
 HANG_IN_TRAINING = """
@@ -279,3 +291,5 @@ def test_moving_the_project_folder_keeps_resume_and_artifacts(tmp_path, monkeypa
     artifact_uri = mlflow.get_run(run_id).info.artifact_uri
     assert artifact_uri.startswith((moved / "runs/artifacts").as_uri()), artifact_uri
     assert cli.main(["decode", run_id]) == 0  # the bitstream is read from the moved folder
+    exp = mlflow.get_experiment(mlflow.get_run(run_id).info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs

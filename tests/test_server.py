@@ -46,6 +46,7 @@ def server(tmp_path, postgres_dbs):  # noqa: F811
             proc.wait(timeout=10)
 
 
+@pytest.mark.slow  # the server starts and migrates its database (~1-2 min)
 @pytest.mark.postgres
 def test_a_suite_runs_against_a_tracking_server(tmp_path, monkeypatch, server, capsys):
     monkeypatch.chdir(tmp_path)
