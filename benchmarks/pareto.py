@@ -114,34 +114,37 @@ def bd_metric(ref_bytes, ref_metric, test_bytes, test_metric) -> BDResult:
 BD_RANGE = 0.05  # Bjøntegaard deltas use front points within this (absolute) metric drop of FP
 
 
+def method_pairs(front: pd.DataFrame):
+    """(model, method, reference method, the method's front, the reference's front) for every
+    ordered pair of different methods of a model, in a stable order."""
+    for model, fm in front.groupby("model", sort=True):
+        methods = sorted(fm["method"].unique())
+        for a, b in ((a, b) for a in methods for b in methods if a != b):
+            yield model, a, b, fm[fm["method"] == a], fm[fm["method"] == b]
+
+
 def bd_table(front: pd.DataFrame) -> pd.DataFrame:
     """Every ordered pair of methods of a model: BD-rate (%) and BD-metric (percentage points) of
     ``method`` against ``reference``, with the reason where one is n/a. Only front points within
     ``BD_RANGE`` of the FP metric count (the operating range; collapsed models would dominate)."""
     rows = []
     front = front[front["metric"] >= front["fp"] - BD_RANGE]
-    for model, fm in front.groupby("model", sort=True):
-        methods = sorted(fm["method"].unique())
-        for a in methods:
-            for b in methods:
-                if a == b:
-                    continue
-                fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
-                args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
-                rate, met = bd_rate(*args), bd_metric(*args)
-                rows.append(
-                    {
-                        "model": model,
-                        "method": a,
-                        "reference": b,
-                        "points": len(fa),
-                        "reference_points": len(fb),
-                        "bd_rate_percent": rate.value,
-                        "bd_rate_note": rate.reason,
-                        "bd_metric_pp": None if met.value is None else 100 * met.value,
-                        "bd_metric_note": met.reason,
-                    }
-                )
+    for model, a, b, fa, fb in method_pairs(front):
+        args = (fb["coded_bytes"], fb["metric"], fa["coded_bytes"], fa["metric"])
+        rate, met = bd_rate(*args), bd_metric(*args)
+        rows.append(
+            {
+                "model": model,
+                "method": a,
+                "reference": b,
+                "points": len(fa),
+                "reference_points": len(fb),
+                "bd_rate_percent": rate.value,
+                "bd_rate_note": rate.reason,
+                "bd_metric_pp": None if met.value is None else 100 * met.value,
+                "bd_metric_note": met.reason,
+            }
+        )
     columns = [
         "model",
         "method",
@@ -174,24 +177,21 @@ def bd_explanation_table(points: pd.DataFrame, score: str = "expl_spearman") -> 
     (the mean score difference at equal coded size, over the overlapping log-size range; positive:
     the row method's explanations stay closer to FP32) and BD-rate (%) at equal score."""
     front, rows = explanation_fronts(points, score), []
-    for model, fm in front.groupby("model", sort=True):
-        methods = sorted(fm["method"].unique())
-        for a, b in ((a, b) for a in methods for b in methods if a != b):
-            fa, fb = fm[fm["method"] == a], fm[fm["method"] == b]
-            args = (fb["coded_bytes"], fb[score], fa["coded_bytes"], fa[score])
-            diff, rate = bd_metric(*args), bd_rate(*args)
-            rows.append(
-                {
-                    "model": model,
-                    "method": a,
-                    "reference": b,
-                    "points": len(fa),
-                    "reference_points": len(fb),
-                    f"bd_{score}": diff.value,
-                    f"bd_{score}_note": diff.reason,
-                    "bd_rate_percent": rate.value,
-                    "bd_rate_note": rate.reason,
-                }
-            )
+    for model, a, b, fa, fb in method_pairs(front):
+        args = (fb["coded_bytes"], fb[score], fa["coded_bytes"], fa[score])
+        diff, rate = bd_metric(*args), bd_rate(*args)
+        rows.append(
+            {
+                "model": model,
+                "method": a,
+                "reference": b,
+                "points": len(fa),
+                "reference_points": len(fb),
+                f"bd_{score}": diff.value,
+                f"bd_{score}_note": diff.reason,
+                "bd_rate_percent": rate.value,
+                "bd_rate_note": rate.reason,
+            }
+        )
     columns = ["model", "method", "reference", "points", "reference_points", f"bd_{score}", f"bd_{score}_note"]
     return pd.DataFrame(rows, columns=[*columns, "bd_rate_percent", "bd_rate_note"])
