@@ -124,6 +124,8 @@ def check_args(args) -> None:
 
     if getattr(args, "workers", 1) < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "estimate", False):
+        return  # an estimate touches no store and writes nothing
     if args.command in ("run", "suite", "ablation", "search"):
         check_writable(RUNS_DIR)
     check_uri(getattr(args, "tracking_uri", None), "--tracking-uri")
