@@ -174,7 +174,8 @@ def fp_stage(cfg: RunConfig, data: DataSplits, cache_dir: Path, log: Log = print
         shown = [f"{k} {x:.4f}" for k, x in row.items() if k != "epoch" and isinstance(x, int | float)]
         log(f"    {stage} epoch {epoch}: " + ", ".join(shown))
 
-    _, info = pretrained_model(cfg, data, resolve_device(cfg.device), cache_dir, log, show)
+    # the run loads the same checkpoint right after and says so: one "(cached)" line per run, not two
+    _, info = pretrained_model(cfg, data, resolve_device(cfg.device), cache_dir, log, show, say_cached=False)
     trivial = trivial_baselines(data)
     verdict = Verdict(
         data.task_metric,

@@ -95,9 +95,12 @@ def build_model(cfg: RunConfig, data: DataSplits) -> torch.nn.Module:
     return MODELS.get(cfg.model.name)(data.num_classes, data.input_shape, **cfg.model.options)
 
 
-def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: EpochCallback | None):
-    """The FP model after the pretraining stage, from the checkpoint cache or trained now.
-    Returns (model, {"fp_val", "fp_test", "checkpoint"})."""
+def pretrained_model(
+    cfg, data, device, cache_dir: Path, log: Log, on_epoch: EpochCallback | None, *, say_cached: bool = True
+):
+    """The FP model after the pretraining stage, from the checkpoint cache or trained now
+    (``say_cached``: log a line when it came from the cache). Returns (model, {"fp_val", "fp_test",
+    "checkpoint"})."""
     key = pretrain_key(cfg, data.fingerprint)
     path = cache_dir / "checkpoints" / f"{key}.pt"
     seed_everything(cfg.seed)
@@ -105,7 +108,8 @@ def pretrained_model(cfg, data, device, cache_dir: Path, log: Log, on_epoch: Epo
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):  # one process trains it, the others then load it
         if path.is_file() and (info := _load_checkpoint(model, path, device, log)) is not None:
-            log(f"  FP checkpoint {key} (cached)")
+            if say_cached:
+                log(f"  FP checkpoint {key} (cached)")
             return model, info
         return model, _pretrain(model, cfg, data, device, path, log, on_epoch)
 
