@@ -13,8 +13,10 @@ as medians of repeated runs:
    uniform QAT, magnitude pruning, ECQ, ECQx (relevance every step) and ECQx (relevance every 8th
    step, mean over 8 consecutive steps), both also with the fidelity profile (``profile=reference``:
    rows ecqx_ref, ecqx_k8_ref, judged against the clean rows) and with LRP on sub-batches of 16
-   (ecqx_chunk16; its effect on the relevances is reported), as a ratio to the FP step of the same
-   run. Methods are timed round-robin so that background load hits all of them alike.
+   (ecqx_chunk16; its effect on the relevances is reported), and ECQx's LRP pass alone (lrp_pass:
+   the relevances of one batch, no training step), as a ratio to the FP step of the same run.
+   Methods are timed round-robin so that background load hits all of them alike. The report derives
+   from these rows the floor under ECQx's step (FP step + LRP pass share + assignment).
 3. peak memory of a step relative to the FP step: each (model, method) runs in a fresh subprocess.
    CPU: peak resident set (VmHWM, reset through /proc/self/clear_refs just before the timed steps)
    minus the resident set after imports, with glibc's mmap threshold pinned
@@ -49,6 +51,7 @@ from benchmarks.models import MODELS
 from benchmarks.perf_report import GOALS, markdown
 from benchmarks.provenance import commit_text
 from ecqx import METHODS, build_config
+from ecqx.layers import select_layers
 
 OUT_DIR = Path("results/perf")
 MODEL_SPECS = {  # name: (num_classes, input_shape, batch size)
@@ -65,7 +68,9 @@ STEP_METHODS = {  # label: (registry name, config values)
     "ecqx_ref": ("ecqx", {"bits": 4, "relevance_every": 1, "profile": "reference"}),  # the fidelity profile
     "ecqx_k8_ref": ("ecqx", {"bits": 4, "relevance_every": 8, "profile": "reference"}),
     "ecqx_chunk16": ("ecqx", {"bits": 4, "relevance_every": 1, "relevance_chunk": 16}),  # LRP on sub-batches
+    "lrp_pass": ("ecqx", {"bits": 4}),  # ECQx's LRP pass alone (no training step): what bounds ECQx
 }
+LRP_PASS = "lrp_pass"
 CHUNK = 16  # examples per LRP sub-batch of the ecqx_chunk16 rows
 TOTAL_STEPS = 100_000  # schedule length given to prepare (magnitude pruning ramps over it)
 _T0 = time.perf_counter()
@@ -107,6 +112,10 @@ def make_stepper(model_name: str, label: str, device: str) -> Callable[[], None]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = random_batch(model_name, device)
     method = make_method(*STEP_METHODS[label])
+    if label == LRP_PASS:  # the relevances of one batch, as ECQx's update computes them (BatchNorm statistics first)
+        engine, layers = method.relevance_engine(model), select_layers(model)
+        model(batch[0])
+        return lambda: engine(model, batch[0], batch[1], layers)
     if method is not None:
         method.prepare(model, total_steps=TOTAL_STEPS, optimizer=opt)  # the reference STE keeps its own
     model.train()
@@ -193,7 +202,6 @@ def bench_steps(model_name: str, device: str, rounds: int, block: int) -> list[d
 def chunk_effect(model_name: str, device: str) -> dict:
     """How far LRP on sub-batches of CHUNK examples (``relevance_chunk``) moves the relevances of one
     batch: max over layers of max |R_chunked - R| / max |R|."""
-    from ecqx.layers import select_layers
     from ecqx.relevance import WeightRelevance
 
     model = build_model(model_name, device)

@@ -104,6 +104,41 @@ def _memory(report: dict) -> list[str]:
     return lines
 
 
+def _floors(report: dict) -> list[str]:
+    """What bounds ECQx from below, from rows of the same run: a step with relevance every k steps
+    costs at least the FP step + the LRP pass / k + ECQx's assignment (4 bit)."""
+    steps = {(r["model"], r["device"], r["method"]): r for r in report["steps"]}
+    assign = {(r["model"], r["device"], r["method"]): r["seconds"] for r in report["assignment"] if r["bits"] == 4}
+    memory = {(r["model"], r["device"], r["method"]): r["ratio_to_fp"] for r in report["memory"]}
+    lines = [
+        "## What bounds ECQx (same run; ratios to the FP step)",
+        "",
+        "| model | device | LRP pass | ECQ assignment | ECQx assignment | floor ECQx | floor ECQx k8 "
+        "| ECQx | ECQx k8 | LRP pass peak memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, device, method), fp in steps.items():
+        lrp = steps.get((model, device, "lrp_pass"))
+        if method != "fp" or lrp is None or (model, device, "ecqx") not in assign:
+            continue
+        a_ecq, a_ecqx = (assign.get((model, device, m), float("nan")) / fp["seconds"] for m in ("ecq", "ecqx"))
+        got = [steps[(model, device, m)]["ratio_to_fp"] for m in ("ecqx", "ecqx_k8")]
+        mem = memory.get((model, device, "lrp_pass"))
+        lines.append(
+            f"| {model} | {device} | {lrp['ratio_to_fp']:.2f} | {a_ecq:.2f} | {a_ecqx:.2f} | "
+            f"{1 + lrp['ratio_to_fp'] + a_ecqx:.2f} | {1 + lrp['ratio_to_fp'] / 8 + a_ecqx:.2f} | "
+            f"{got[0]:.2f} | {got[1]:.2f} | {'' if mem is None else f'{mem:.2f}'} |"
+        )
+    if len(lines) == 4:
+        return []
+    return lines + [
+        "",
+        "floor ECQx = 1 + LRP pass + ECQx assignment; floor ECQx k8 = 1 + LRP pass / 8 + ECQx assignment (that "
+        "assignment recomputes ln R, which k8 keeps between passes: a slight overestimate); the straight-through "
+        "update and write-back come on top. LRP pass peak memory: the pass alone (model, activations, relevances).",
+    ]
+
+
 def markdown(report: dict, doc: str) -> str:
     """The Markdown report of a ``benchmarks.perf`` run (``doc``: the module docstring, for the methods)."""
     lines = [
@@ -118,5 +153,7 @@ def markdown(report: dict, doc: str) -> str:
         "",
     ]
     lines += _assignment(report) + [""] + _steps(report) + [""] + _memory(report)
+    floors = _floors(report)
+    lines += [""] + floors if floors else []
     lines += ["", "Methods: " + " ".join(doc.split("Three measurements")[1].split("Writes")[0].split())]
     return "\n".join(lines) + "\n"

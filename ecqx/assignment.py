@@ -92,7 +92,7 @@ def relevance_terms(relevance: Tensor, dtype: torch.dtype, top: Tensor | None = 
     with ``top``: of R = |relevance| / top, without keeping R itself."""
     source = relevance.detach().reshape(-1).to(dtype)
     r = source if top is None else source.abs().div_(top)
-    log_r = torch.log(r + RELEVANCE_EPS).clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
+    log_r = torch.add(r, RELEVANCE_EPS).log_().clamp_(max=0).copysign_(-1.0)  # -0.0 where R + ε >= 1
     return RelevanceTerms(log_r, start_beta(r), where_true(log_r == 0), source, top)
 
 
@@ -175,7 +175,8 @@ def _best_nonzero(w: Tensor, c: Tensor, penalty_nz: Tensor, bins: Bins | None, s
     table = bins.table(env, sentinel)
     safe = table.clamp(min=0, max=c.numel() - 1).to(c.device)
     j = bins.lookup(table.to(dtype))
-    m = (bins.lookup(c[safe]) - w) ** 2 + bins.lookup(penalty_nz[safe])
+    m = bins.lookup(c[safe]).sub_(w)
+    m.mul_(m).add_(bins.lookup(penalty_nz[safe]))  # (c_j - w)^2 + pen_j in place: the same numbers
     unsafe = where_true(j == sentinel)
     if unsafe.numel():
         m_u, j_u = resolve(w[unsafe], env, c, penalty_nz)
@@ -282,17 +283,17 @@ def assign_layer(
     penalty = torch.where(probs > 0, lam * info, torch.full_like(info, math.inf)).to(w.dtype)
     env = bins.envelope(c, penalty) if bins else None
     zeros_ecq = None
-    if relevance is not None and bins is not None:
+    if relevance is not None and bins is not None and band == "reference":  # the skip rule needs s_ECQ first
         zeros_ecq = count_argmin(bins, w, c, penalty, env, zero_index)
-        if band == "reference" and skips(zeros_ecq, n, p):
+        if skips(zeros_ecq, n, p):
             relevance = None  # the official β search is never entered: relevance has no effect
     if relevance is None and bins is not None:
         idx, zeros = table_argmin(bins, w, c, penalty, env, zero_index)
         return Assignment(idx.to(index_dtype).reshape(weight.shape), lam, zeros / n, None)
     m, j = _best_nonzero(w, c, _nonzero_penalty(penalty, zero_index), bins, span)
-    c0 = w * w + penalty[zero_index]
+    c0 = torch.mul(w, w).add_(penalty[zero_index])
     zero = None
-    if bins is None:  # direct path: the ECQ decision per weight
+    if zeros_ecq is None:  # the ECQ decision per weight: ECQ's indices (direct path) or its zero count
         zero = _zero_wins(c0, m, j, zero_index)
         zeros_ecq = int(torch.count_nonzero(zero))
     beta = None

@@ -130,7 +130,8 @@ class ECQx(EntropyConstrained):
         self._lrp = None
         self._terms: dict[str, tuple[Tensor, int, RelevanceTerms | None]] = {}  # name: (EMA, its _version, terms)
 
-    def _relevance_engine(self, model: nn.Module):
+    def relevance_engine(self, model: nn.Module):
+        """The :class:`~ecqx.relevance.WeightRelevance` of this config for ``model`` (made once)."""
         if self._lrp is None:
             from ecqx.relevance import WeightRelevance  # zennit is imported only when relevance is on
 
@@ -159,7 +160,7 @@ class ECQx(EntropyConstrained):
         for param in model.parameters():  # spent: the optimizer and the STE used them before this hook
             param.grad = None
         x, y = batch
-        engine = self._relevance_engine(model)
+        engine = self.relevance_engine(model)
         if cfg.relevance_chunk and cfg.relevance_chunk < len(x):  # bounded memory, another summation order
             fresh = engine.chunked(model, x, y, self.layers, cfg.relevance_chunk)
         else:
@@ -179,13 +180,15 @@ class ECQx(EntropyConstrained):
         return r.div_(top) if top > 0 else None
 
     def assignment_relevance(self, name: str) -> Tensor | RelevanceTerms | None:
-        """With ``relevance_every`` > 1: the layer's :class:`RelevanceTerms`, kept while its EMA tensor
-        is unchanged (between LRP passes), so ln R is computed once per pass; else ``relevance_of``."""
-        if self.config.relevance_every == 1:
-            return self.relevance_of(name)
+        """The layer's :class:`RelevanceTerms` of ``relevance_of``'s R (None where that is None), made
+        from the EMA without a separate R tensor; with ``relevance_every`` > 1 kept while the EMA tensor
+        is unchanged (between LRP passes), so ln R is computed once per pass."""
         r = self.relevance.get(name) if self.config.relevance else None
         if r is None:
             return None
+        if self.config.relevance_every == 1:  # a new EMA every step: nothing to keep
+            top = r.abs().max()
+            return relevance_terms(r, self.latent[name].dtype, top) if top > 0 else None
         cached = self._terms.get(name)
         if cached is not None and cached[0] is r and cached[1] == r._version:  # in-place EMA bumps _version
             return cached[2]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import COMPOSITES
-from zennit.core import Hook, ParamMod, stabilize
+from zennit.core import Hook, ParamMod, Stabilizer
 from zennit.rules import Epsilon, ZPlus
 from zennit.torchvision import ResNetCanonizer
 
@@ -47,6 +47,23 @@ def make_composite(composite: str, canonizer: str, epsilon: float):
     accepted = inspect.signature(cls).parameters
     kwargs = {k: epsilon for k in ("epsilon", "stabilizer") if k in accepted}
     return cls(canonizers=CANONIZERS[canonizer](), **kwargs)
+
+
+def stabilized(z: Tensor, epsilon: float) -> Tensor:
+    """z + ε·sign(z), with +ε at z = 0 (and -0): zennit's ``stabilize`` (clip and norm_scale off),
+    the same numbers from three passes over z instead of six."""
+    e = torch.tensor(epsilon, dtype=z.dtype, device=z.device)
+    return z + torch.where(z >= 0, e, -e)  # z + (-ε) is z - ε exactly; NaN stays NaN
+
+
+def _plain_stabilizer(rule: Hook) -> float | None:
+    """ε of a rule whose gradient mapper divides by zennit's plain ``Stabilizer(ε)`` (ZPlus with a
+    float stabilizer), else None (then the rule's own mapper runs)."""
+    for cell in getattr(rule.gradient_mapper, "__closure__", None) or ():
+        fn = cell.cell_contents
+        if type(fn) is Stabilizer and not fn.clip and not fn.norm_scale:
+            return fn.epsilon
+    return None
 
 
 def _forward_with_weight(module: nn.Module, a: Tensor, weight: Tensor) -> Tensor:
@@ -90,13 +107,13 @@ def epsilon_weight_relevance(
     """
     w = module.weight.detach()
     if z is not None:
-        grad = _weight_gradient(module, a.detach(), r_out / stabilize(z.detach(), epsilon))
+        grad = _weight_gradient(module, a.detach(), r_out / stabilized(z.detach(), epsilon))
         if grad is not None:
             return w * grad
     with torch.enable_grad():
         w = module.weight.detach().requires_grad_()
         z = _forward_with_weight(module, a.detach(), w)
-        scaled = r_out / stabilize(z.detach(), epsilon)
+        scaled = r_out / stabilized(z.detach(), epsilon)
         (grad,) = torch.autograd.grad(z, w, scaled)
     return w.detach() * grad
 
@@ -113,7 +130,11 @@ def _zplus_nonnegative_input(rule: ZPlus, module: nn.Module, grad_input, grad_ou
     x = in_mod(original_input).requires_grad_()
     with ParamMod.ensure(param_mod)(module) as modified, torch.enable_grad():
         output = out_mod(modified.forward(x))
-    grad_out = rule.gradient_mapper(grad_output[0], [output])[0]
+    eps = _plain_stabilizer(rule)
+    if eps is None:
+        grad_out = rule.gradient_mapper(grad_output[0], [output])[0]
+    else:  # the mapper's out_grad / stabilize(0 + z): 0 + z only turns -0 into +0, where both give +ε
+        grad_out = grad_output[0] / stabilized(output, eps)
     (gradient,) = torch.autograd.grad([output], [x], grad_outputs=[grad_out], create_graph=grad_output[0].requires_grad)
     relevance = x * gradient
     return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)

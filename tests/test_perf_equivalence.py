@@ -245,7 +245,8 @@ def test_beta_selection_equals_the_original(n):
 
 
 def test_relevance_shortcuts_give_the_same_relevances(monkeypatch):
-    """Output reuse, the skipped layer backward and ZPlus on non-negative inputs change no number."""
+    """Output reuse, the skipped layer backward, ZPlus on non-negative inputs and the three-pass
+    stabilizer change no number."""
     from benchmarks.models import MODELS
     from ecqx import relevance as R
     from ecqx.layers import select_layers
@@ -275,6 +276,7 @@ def test_relevance_shortcuts_give_the_same_relevances(monkeypatch):
     monkeypatch.setattr(R._WeightRelevanceHook, "_detour", lambda self, module, input, output: None)
     monkeypatch.setattr(R, "_weight_gradient", lambda module, a, grad_out: None)
     monkeypatch.setattr(R, "_zplus_nonnegative_input", lambda rule, module, gi, go: rule.backward(module, gi, go))
+    monkeypatch.setattr(R, "stabilized", zennit_stabilize)
     for name, (model, x, y, got) in fast.items():
         composite, canonizer = (
             ("epsilon_plus", "none") if name == "plain" else ("epsilon_plus_flat", model.lrp_canonizer)
@@ -282,6 +284,35 @@ def test_relevance_shortcuts_give_the_same_relevances(monkeypatch):
         want = R.WeightRelevance(composite, canonizer)(model, x, y, select_layers(model))
         for layer in want:
             assert torch.equal(got[layer], want[layer]), (name, layer)
+
+
+def zennit_stabilize(z, epsilon):
+    from zennit.core import stabilize
+
+    return stabilize(z, epsilon)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stabilized_equals_zennit_bit_for_bit(dtype):
+    from ecqx import relevance as R
+
+    z = torch.tensor([0.0, -0.0, 1e-7, -1e-7, 3.0, -3.0, math.inf, -math.inf, math.nan, 1e-45, -1e-45], dtype=dtype)
+    z = torch.cat([z, torch.randn(1000, dtype=dtype) * 1e-6])
+    bits = torch.int64 if dtype == torch.float64 else torch.int32  # compare the bit patterns (NaN, -0)
+    for eps in (1e-6, 0.25, 1e-9):
+        got, want = R.stabilized(z, eps), zennit_stabilize(z, eps)
+        assert got.dtype == want.dtype
+        assert torch.equal(got.view(bits), want.view(bits))
+
+
+def test_plain_stabilizer_is_found_only_for_plain_zplus():
+    from zennit.rules import Epsilon, ZPlus
+
+    from ecqx import relevance as R
+
+    assert R._plain_stabilizer(ZPlus(stabilizer=1e-4)) == 1e-4
+    assert R._plain_stabilizer(ZPlus(stabilizer=lambda x: x + 1.0)) is None  # a callable: the rule's own mapper
+    assert R._plain_stabilizer(Epsilon(epsilon=1e-3)) in (None, 1e-3)
 
 
 def test_cached_relevance_terms_give_the_direct_assignment_between_and_after_lrp_passes():

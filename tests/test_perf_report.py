@@ -8,7 +8,14 @@ DOC = "Three measurements per device: timed. Writes files."
 def _report():
     steps = []
     for model, fp in (("vgg16_cifar", 0.5), ("mlp_gsc", 0.006)):
-        for method, ratio in (("fp", 1.0), ("uniform_qat", 1.1), ("ecq", 1.4), ("ecqx", 2.9), ("ecqx_k8", 1.7)):
+        for method, ratio in (
+            ("fp", 1.0),
+            ("uniform_qat", 1.1),
+            ("ecq", 1.4),
+            ("ecqx", 2.9),
+            ("ecqx_k8", 1.7),
+            ("lrp_pass", 1.2),
+        ):
             steps.append(
                 {"model": model, "device": "cpu", "method": method, "seconds": fp * ratio, "ratio_to_fp": ratio}
             )
@@ -29,7 +36,7 @@ def _report():
     ]
     memory = [
         {"model": "vgg16_cifar", "device": "cpu", "method": m, "peak_bytes": b * 2**20, "ratio_to_fp": b / 100}
-        for m, b in (("fp", 100), ("ecqx", 140))
+        for m, b in (("fp", 100), ("ecqx", 140), ("lrp_pass", 120))
     ]
     return {
         "command": "python -m benchmarks.perf",
@@ -60,3 +67,14 @@ def test_goals_marked_for_both_models_and_fidelity_rows_judged_against_clean():
     assert "| vgg16_cifar | cpu | ecqx | 140 | 1.40 | ≤ 1.5 met |" in text  # memory
     assert "3.0e-07" in text
     assert {model for model, _, _ in GOALS} == {"vgg16_cifar", "mlp_gsc"}
+
+
+def test_floor_under_ecqx_from_the_lrp_pass_and_the_assignment_of_the_same_run():
+    text = markdown(_report(), DOC)
+    # vgg16: FP 0.5 s, LRP pass 1.2x, ECQ 0.1 s = 0.2x, ECQx 0.3 s = 0.6x: floors 1 + 1.2 + 0.6, 1 + 0.15 + 0.6
+    assert "| vgg16_cifar | cpu | 1.20 | 0.20 | 0.60 | 2.80 | 1.75 | 2.90 | 1.70 | 1.20 |" in text
+    floors = text.split("## What bounds ECQx")[1]
+    assert "mlp_gsc" not in floors  # no assignment rows for it in this report: no floor is made up
+    without = _report()
+    without["steps"] = [r for r in without["steps"] if r["method"] != "lrp_pass"]
+    assert "What bounds ECQx" not in markdown(without, DOC)
