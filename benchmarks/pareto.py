@@ -134,11 +134,7 @@ def bd_table(front: pd.DataFrame) -> pd.DataFrame:
         rate, met = bd_rate(*args), bd_metric(*args)
         rows.append(
             {
-                "model": model,
-                "method": a,
-                "reference": b,
-                "points": len(fa),
-                "reference_points": len(fb),
+                **_pair(model, a, b, fa, fb),
                 "bd_rate_percent": rate.value,
                 "bd_rate_note": rate.reason,
                 "bd_metric_pp": None if met.value is None else 100 * met.value,
@@ -157,6 +153,11 @@ def bd_table(front: pd.DataFrame) -> pd.DataFrame:
         "bd_metric_note",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pair(model: str, a: str, b: str, fa: pd.DataFrame, fb: pd.DataFrame) -> dict:
+    """The columns naming one ordered pair of a BD table: model, method, reference and their front sizes."""
+    return {"model": model, "method": a, "reference": b, "points": len(fa), "reference_points": len(fb)}
 
 
 def explanation_fronts(points: pd.DataFrame, score: str = "expl_spearman", operating: bool = True) -> pd.DataFrame:
@@ -182,11 +183,7 @@ def bd_explanation_table(points: pd.DataFrame, score: str = "expl_spearman") -> 
         diff, rate = bd_metric(*args), bd_rate(*args)
         rows.append(
             {
-                "model": model,
-                "method": a,
-                "reference": b,
-                "points": len(fa),
-                "reference_points": len(fb),
+                **_pair(model, a, b, fa, fb),
                 f"bd_{score}": diff.value,
                 f"bd_{score}_note": diff.reason,
                 "bd_rate_percent": rate.value,

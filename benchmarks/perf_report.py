@@ -30,24 +30,27 @@ def goal_note(section: str, row: dict, value: float, key: str | None = None) -> 
     return f"≤ {bound} {'met' if value <= bound else 'MISSED'}"
 
 
+def _head(title: str, columns: list[str]) -> list[str]:
+    """A section title and the head of its Markdown table."""
+    return [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _loads(values) -> str:
     return "/".join(f"{v:.1f}" for v in values)
 
 
 def _assignment(report: dict) -> list[str]:
-    lines = [
+    lines = _head(
         "## Assignment (all layers, median)",
-        "",
-        "| model | device | bits | method | weights | seconds | M weights/s | goal |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        ["model", "device", "bits", "method", "weights", "seconds", "M weights/s", "goal"],
+    )
     for r in report["assignment"]:
         lines.append(
             f"| {r['model']} | {r['device']} | {r['bits']} | {r['method']} | {r['weights']:,} | "
             f"{r['seconds']:.3f} | {r['weights_per_second'] / 1e6:.1f} | "
             f"{goal_note('assign', r, r['seconds']) if r['bits'] == 4 else ''} |"
         )
-    lines += ["", "| model | device | bits | ECQx / ECQ assignment | goal |", "|---|---|---|---|---|"]
+    lines += _head("", ["model", "device", "bits", "ECQx / ECQ assignment", "goal"])[1:]
     seconds = {(r["model"], r["device"], r["bits"], r["method"]): r["seconds"] for r in report["assignment"]}
     for (model, device, bits, method), sec in seconds.items():
         if method == "ecqx" and (model, device, bits, "ecq") in seconds:
@@ -58,12 +61,10 @@ def _assignment(report: dict) -> list[str]:
 
 
 def _steps(report: dict) -> list[str]:
-    lines = [
+    lines = _head(
         "## Training step (median; ratio to the FP step of the same run)",
-        "",
-        "| model | device | method | ms/step | × FP | goal |",
-        "|---|---|---|---|---|---|",
-    ]
+        ["model", "device", "method", "ms/step", "× FP", "goal"],
+    )
     by = {(r["model"], r["device"], r["method"]): r for r in report["steps"]}
     for r in report["steps"]:
         note = goal_note("step", r, r["ratio_to_fp"])
@@ -77,12 +78,10 @@ def _steps(report: dict) -> list[str]:
 
 
 def _memory(report: dict) -> list[str]:
-    lines = [
+    lines = _head(
         "## Peak memory of a step (fresh process each; ratio to FP)",
-        "",
-        "| model | device | method | MiB | × FP | goal |",
-        "|---|---|---|---|---|---|",
-    ]
+        ["model", "device", "method", "MiB", "× FP", "goal"],
+    )
     if not report["memory"]:
         lines = ["## Peak memory: not measured (--no-memory)"]
     for r in report["memory"]:
@@ -91,14 +90,11 @@ def _memory(report: dict) -> list[str]:
             f"{r['ratio_to_fp']:.2f} | {goal_note('memory', r, r['ratio_to_fp'])} |"
         )
     if report.get("chunk_effect"):
-        lines += [
-            "",
+        lines += [""] + _head(
             "LRP on sub-batches (``relevance_chunk``, off by default; rows ecqx_chunk16): max over layers of "
             "max |R_chunked − R| / max |R| for one batch:",
-            "",
-            "| model | device | chunk | max relative change |",
-            "|---|---|---|---|",
-        ]
+            ["model", "device", "chunk", "max relative change"],
+        )
         for r in report["chunk_effect"]:
             lines.append(f"| {r['model']} | {r['device']} | {r['chunk']} | {r['max_relative_change']:.1e} |")
     return lines
@@ -110,13 +106,11 @@ def _floors(report: dict) -> list[str]:
     steps = {(r["model"], r["device"], r["method"]): r for r in report["steps"]}
     assign = {(r["model"], r["device"], r["method"]): r["seconds"] for r in report["assignment"] if r["bits"] == 4}
     memory = {(r["model"], r["device"], r["method"]): r["ratio_to_fp"] for r in report["memory"]}
-    lines = [
+    lines = _head(
         "## What bounds ECQx (same run; ratios to the FP step)",
-        "",
-        "| model | device | LRP pass | ECQ assignment | ECQx assignment | floor ECQx | floor ECQx k8 "
-        "| ECQx | ECQx k8 | LRP pass peak memory |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        ["model", "device", "LRP pass", "ECQ assignment", "ECQx assignment", "floor ECQx", "floor ECQx k8"]
+        + ["ECQx", "ECQx k8", "LRP pass peak memory"],
+    )
     for (model, device, method), fp in steps.items():
         lrp = steps.get((model, device, "lrp_pass"))
         if method != "fp" or lrp is None or (model, device, "ecqx") not in assign:

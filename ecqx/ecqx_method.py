@@ -180,15 +180,13 @@ class ECQx(EntropyConstrained):
         return r.div_(top) if top > 0 else None
 
     def assignment_relevance(self, name: str) -> Tensor | RelevanceTerms | None:
-        """The layer's :class:`RelevanceTerms` of ``relevance_of``'s R (None where that is None), made
-        from the EMA without a separate R tensor; with ``relevance_every`` > 1 kept while the EMA tensor
-        is unchanged (between LRP passes), so ln R is computed once per pass."""
+        """With ``relevance_every`` > 1: the layer's :class:`RelevanceTerms`, kept while its EMA tensor
+        is unchanged (between LRP passes), so ln R is computed once per pass; else ``relevance_of``."""
+        if self.config.relevance_every == 1:
+            return self.relevance_of(name)
         r = self.relevance.get(name) if self.config.relevance else None
         if r is None:
             return None
-        if self.config.relevance_every == 1:  # a new EMA every step: nothing to keep
-            top = r.abs().max()
-            return relevance_terms(r, self.latent[name].dtype, top) if top > 0 else None
         cached = self._terms.get(name)
         if cached is not None and cached[0] is r and cached[1] == r._version:  # in-place EMA bumps _version
             return cached[2]
