@@ -42,8 +42,11 @@ def lrp_like(w: torch.Tensor, seed: int) -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def always_fast(monkeypatch):
-    """Every layer takes the fast path here, however small (``direct`` switches it off)."""
+    """Every layer takes the fast path here, however small (``direct`` switches it off), and the few
+    weights near a break are resolved through the envelope's break candidates, not the direct argmin
+    that small sets get elsewhere (test_assignment and test_methods cover that one)."""
     monkeypatch.setattr(A, "_DIRECT_BELOW", 0)
+    monkeypatch.setattr(E, "DIRECT_RESOLVE", 0)
 
 
 @pytest.fixture(autouse=True, scope="module")
