@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,19 +29,27 @@ def kth_pair(b: Tensor, k: int) -> tuple[float, float]:
     if n > 1 << 16:
         size = min(16384, n >> 6)  # sample: 1/64 of the weights (the bracket holds ~4/sqrt(size) of them)
         picks = torch.randint(0, n, (size,), generator=torch.Generator().manual_seed(n)).to(b.device)
-        sample = b[picks].sort().values
-        at, spread = (k * sample.numel()) // n, 2 * math.isqrt(sample.numel()) + 8
-        lo = sample[at - spread].item() if at >= spread else -math.inf
-        hi = sample[at + spread].item() if at + spread < sample.numel() else math.inf
+        sample = b[picks]
+        at, spread = (k * size) // n, 2 * math.isqrt(size) + 8  # bracket: sorted sample[at ± spread]
+        lo = kth_smallest(sample, at - spread + 1) if at >= spread else -math.inf
+        hi = kth_smallest(sample, at + spread + 1) if at + spread < size else math.inf
         mask = b >= lo  # no NaN in b: the complement is b < lo
         below = n - int(torch.count_nonzero(mask))
-        inside = b[where_true(mask.logical_and_(b <= hi))]
+        inside = b[mask.logical_and_(b <= hi)]  # ~4/sqrt(size) of b: a boolean index beats where_true
         top = below + inside.numel()  # ranks below+1 .. top lie inside
         if below < k and (k < top or top == n):
-            kth = inside.kthvalue(k - below).values.item()
+            kth = kth_smallest(inside, k - below)
             return kth, _min_above(inside, kth, k - below) if k < top else math.inf
-    kth = b.kthvalue(k).values.item()
+    kth = kth_smallest(b, k)
     return kth, _min_above(b, kth, k) if k < n else math.inf
+
+
+def kth_smallest(x: Tensor, k: int) -> float:
+    """The k-th smallest value of the flat ``x`` (1-based), exactly: numpy's introselect on the CPU
+    (2-10x faster than ``kthvalue`` there; selection does no arithmetic, so the same value)."""
+    if x.device.type == "cpu":
+        return float(np.partition(x.numpy(), k - 1)[k - 1])
+    return x.kthvalue(k).values.item()
 
 
 def _min_above(b: Tensor, kth: float, k: int) -> float:

@@ -14,6 +14,7 @@ import bisect
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -147,7 +148,7 @@ class Bins:
             done = last
         values.append(env.members[-1])
         lengths.append(self.size - done)
-        table = torch.repeat_interleave(torch.tensor(values), torch.tensor(lengths))
+        table = torch.from_numpy(np.repeat(np.asarray(values, dtype=np.int64), lengths))  # int64, as torch.tensor(values)
         if not env.outer_ok[0]:
             table[0] = sentinel
         if not env.outer_ok[1]:

@@ -101,7 +101,12 @@ class LatentMethod(Method):
         """Write every layer's compressed values into the model's parameters."""
         with torch.no_grad():
             for name, module in self.layers.items():
-                module.weight.copy_(self.current_values(name))
+                weight = module.weight
+                if name in self.grids and weight.dtype == torch.float32 and weight.is_contiguous():
+                    idx = self.indices[name].reshape(-1).int()  # the centroid values straight into the parameter
+                    torch.index_select(self.centroids[name], 0, idx, out=weight.view(-1))
+                else:
+                    weight.copy_(self.current_values(name))
 
     @staticmethod
     def compact(indices: Tensor) -> Tensor:

@@ -247,6 +247,22 @@ def test_beta_selection_equals_the_original(n):
             assert got == want, (k_lo, k_hi, beta0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kth_pair_equals_the_sorted_values(dtype):
+    """The sampled bracket and numpy's selection give the k-th and (k+1)-th of the sorted values,
+    with ties, infinities and ranks at both ends and around the bracket's edges."""
+    n = 200_003
+    g = torch.Generator().manual_seed(7)
+    b = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    b[:20_000] = torch.round(b[:20_000] * 4)  # heavy ties
+    b[20_000:20_100], b[20_100:20_150] = -math.inf, math.inf
+    b = b[torch.randperm(n, generator=g)]
+    ordered = b.sort().values.tolist() + [math.inf]
+    for k in (1, 2, 100, 101, n // 64, n // 3, n // 2, n - 200, n - 1, n):
+        assert B.kth_pair(b, k) == (ordered[k - 1], ordered[k]), k
+        assert B.kth_smallest(b, k) == ordered[k - 1]
+
+
 def test_relevance_shortcuts_give_the_same_relevances(monkeypatch):
     """Output reuse, the skipped layer backward, ZPlus on non-negative inputs and the three-pass
     stabilizer change no number."""
