@@ -148,7 +148,7 @@ class Bins:
             done = last
         values.append(env.members[-1])
         lengths.append(self.size - done)
-        table = torch.from_numpy(np.repeat(np.asarray(values, dtype=np.int64), lengths))  # int64, as torch.tensor(values)
+        table = torch.from_numpy(np.repeat(np.asarray(values, dtype=np.int64), lengths))  # int64 as before
         if not env.outer_ok[0]:
             table[0] = sentinel
         if not env.outer_ok[1]:
