@@ -112,10 +112,10 @@ def make_stepper(model_name: str, label: str, device: str) -> Callable[[], None]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = random_batch(model_name, device)
     method = make_method(*STEP_METHODS[label])
-    if label == LRP_PASS:  # the relevances of one batch, as ECQx's update computes them (BatchNorm statistics first)
+    if label == LRP_PASS:  # one batch's relevances into the EMA, as ECQx's update (BatchNorm statistics first)
         engine, layers = method.relevance_engine(model), select_layers(model)
         model(batch[0])
-        return lambda: engine(model, batch[0], batch[1], layers)
+        return lambda: engine(model, batch[0], batch[1], layers, fold=method.fold_relevance)
     if method is not None:
         method.prepare(model, total_steps=TOTAL_STEPS, optimizer=opt)  # the reference STE keeps its own
     model.train()

@@ -162,13 +162,16 @@ class ECQx(EntropyConstrained):
         x, y = batch
         engine = self.relevance_engine(model)
         if cfg.relevance_chunk and cfg.relevance_chunk < len(x):  # bounded memory, another summation order
-            fresh = engine.chunked(model, x, y, self.layers, cfg.relevance_chunk)
-        else:
-            fresh = engine(model, x, y, self.layers)
-        a = cfg.alpha
-        for name, r in fresh.items():
-            prev = self.relevance.get(name)
-            self.relevance[name] = r if prev is None else prev.mul_(a).add_(r, alpha=1.0 - a)
+            for name, r in engine.chunked(model, x, y, self.layers, cfg.relevance_chunk).items():
+                self.fold_relevance(name, r)
+        else:  # each layer's relevance enters the EMA as soon as the backward pass has it (memory)
+            engine(model, x, y, self.layers, fold=self.fold_relevance)
+
+    def fold_relevance(self, name: str, fresh: Tensor) -> None:
+        """R = α·R_prev + (1-α)·R_new for layer ``name`` (R_new alone the first time)."""
+        prev = self.relevance.get(name)
+        a = self.config.alpha
+        self.relevance[name] = fresh if prev is None else prev.mul_(a).add_(fresh, alpha=1.0 - a)
 
     def relevance_of(self, name: str) -> Tensor | None:
         """|EMA relevance| / max, in [0, 1] (None without relevance, before the first LRP pass or if all zero)."""

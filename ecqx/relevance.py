@@ -236,20 +236,42 @@ class WeightRelevance:
         composite.module_map = module_map
         return composite
 
-    def __call__(self, model: nn.Module, x: Tensor, target: Tensor, layers: dict[str, nn.Module]) -> dict[str, Tensor]:
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        target: Tensor,
+        layers: dict[str, nn.Module],
+        fold: Callable[[str, Tensor], None] | None = None,
+    ) -> dict[str, Tensor]:
         """Weight relevances {name: tensor of the layer's weight shape} for batch (x, target).
 
         Runs the model in eval mode (BatchNorm running statistics); parameter gradients are untouched.
+        fold: if given, each layer's relevance goes to ``fold(name, relevance)`` as soon as its last
+        contribution has arrived in the backward pass (a layer the forward ran k times: after k) and is
+        not kept, so the relevances of all layers never exist at once (memory); the same numbers;
+        then the returned dict is empty.
         """
         targets = {module: name for name, module in layers.items()}
         found: dict[str, Tensor] = {}
+        calls = dict.fromkeys(targets, 0)  # forward calls per target layer: contributions to expect
+        arrived = dict.fromkeys(targets, 0)
+
+        def count(module: nn.Module, input, output) -> None:
+            calls[module] += 1
 
         def sink(module: nn.Module, relevance: Tensor) -> None:
             name = targets[module]
-            found[name] = found[name] + relevance if name in found else relevance
+            total = found.pop(name) + relevance if name in found else relevance
+            arrived[module] += 1
+            if fold is not None and arrived[module] == calls[module]:
+                fold(name, total)
+            else:
+                found[name] = total
 
         was_training = model.training
         model.eval()
+        handles = [module.register_forward_hook(count) for module in targets] if fold is not None else []
         try:
             with self._composite(targets, sink).context(model) as modified:
                 x = x.detach().requires_grad_()
@@ -257,7 +279,14 @@ class WeightRelevance:
                 torch.autograd.grad(logits, x, start_relevance(logits.detach(), target, self.start))
         finally:
             model.train(was_training)
-        return {name: found.get(name, torch.zeros_like(layers[name].weight)) for name in layers}
+            for handle in handles:
+                handle.remove()
+        if fold is None:
+            return {name: found.get(name, torch.zeros_like(layers[name].weight)) for name in layers}
+        for module, name in targets.items():  # layers not folded in the pass: no (or not all) relevance arrived
+            if not calls[module] or arrived[module] < calls[module]:
+                fold(name, found.pop(name) if name in found else torch.zeros_like(module.weight))
+        return {}
 
     def chunked(
         self, model: nn.Module, x: Tensor, target: Tensor, layers: dict[str, nn.Module], chunk: int

@@ -103,3 +103,70 @@ def test_ecqx_frees_spent_gradients_before_its_lrp_pass():
     method.after_step(model, (x, y))
     assert all(p.grad is None for p in model.parameters())
     assert set(method.relevance) == set(method.layers)
+
+
+class _SharedTwice(nn.Module):
+    """A layer the forward runs twice (its relevance sums two contributions) and one it never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.inp, self.shared, self.out = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.unused = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        h = torch.relu(self.shared(torch.relu(self.shared(h))))
+        return self.out(h)
+
+
+@pytest.mark.parametrize("make", [bias_free_mlp, _SharedTwice])
+def test_folded_relevances_equal_the_returned_ones(make):
+    """fold: every layer reaches the callback once, with the relevance the plain call returns (bit for
+    bit), a twice-run layer after both contributions, a never-run layer as zeros; nothing is returned."""
+    model = make()
+    layers = layers_of(model)
+    x, y = torch.randn(7, 6), torch.randint(0, 3, (7,))
+    engine = WeightRelevance("epsilon_plus_flat")
+    whole = engine(model, x, y, layers)
+    folded: dict[str, list[torch.Tensor]] = {}
+    calls_during_pass: list[int] = []
+
+    def fold(name, r):
+        folded.setdefault(name, []).append(r)
+        calls_during_pass.append(len(folded))
+
+    assert engine(model, x, y, layers, fold=fold) == {}
+    assert set(folded) == set(layers) and all(len(v) == 1 for v in folded.values())
+    for name, r in whole.items():
+        assert torch.equal(folded[name][0], r), name
+    if make is _SharedTwice:
+        assert torch.equal(folded["unused.weight"][0], torch.zeros(8, 8))
+        assert not torch.equal(folded["shared.weight"][0], torch.zeros(8, 8))
+
+
+def test_ecqx_relevance_ema_is_the_same_with_folding():
+    """ECQx folds each layer's fresh relevance into its EMA during the LRP pass: bit for bit
+    R = α·R_prev + (1-α)·R_new of the relevances the plain call returns for the same weights."""
+    from ecqx.ecqx_method import ECQx
+
+    model = bias_free_mlp(1)
+    method = ECQx(ECQx.Config(bits=3, alpha=0.3))
+    method.prepare(model)
+    engine = method.relevance_engine(model)
+    plain = type(engine).__call__
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def recording(self, model, x, y, layers, fold=None):  # the plain result first (the pass changes nothing)
+        seen.append(plain(self, model, x, y, layers))
+        return plain(self, model, x, y, layers, fold=fold)
+
+    engine.__class__ = type("Recording", (type(engine),), {"__call__": recording})
+    want: dict[str, torch.Tensor] = {}
+    for _ in range(3):
+        x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+        method.after_step(model, (x, y))
+        want = {k: r.clone() if k not in want else want[k].mul_(0.3).add_(r, alpha=0.7) for k, r in seen[-1].items()}
+        assert set(method.relevance) == set(want)
+        for name, r in want.items():
+            assert torch.equal(method.relevance[name], r), name
