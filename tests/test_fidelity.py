@@ -152,9 +152,18 @@ class Recorder:
     def __init__(self):
         self.seen = []
 
-    def __call__(self, model, x, y, layers):
+    def __call__(self, model, x, y, layers, fold=None):
         self.seen.append({k: m.weight.detach().clone() for k, m in layers.items()})
-        return {k: torch.ones_like(m.weight) for k, m in layers.items()}
+        return deliver({k: torch.ones_like(m.weight) for k, m in layers.items()}, fold)
+
+
+def deliver(relevances: dict, fold) -> dict:
+    """What the LRP engine does with its relevances: each to ``fold`` (nothing returned), or returned."""
+    if fold is None:
+        return relevances
+    for name, r in relevances.items():
+        fold(name, r)
+    return {}
 
 
 @pytest.mark.parametrize("model_choice", ["quantized", "stepped"])
@@ -180,7 +189,11 @@ def test_relevance_model_choice(model_choice):
 
 def constant_relevance(value: float):
     """An LRP engine stand-in whose relevance is ``value`` everywhere."""
-    return lambda model, x, y, layers: {k: torch.full_like(m.weight, value) for k, m in layers.items()}
+
+    def engine(model, x, y, layers, fold=None):
+        return deliver({k: torch.full_like(m.weight, value) for k, m in layers.items()}, fold)
+
+    return engine
 
 
 @pytest.mark.parametrize("reset", ["never", "epoch"])
