@@ -295,11 +295,13 @@ class WeightRelevance:
         sub-batch at a time (memory), the same relevances up to the order of summation over the batch
         (``start=batch_mean`` divides by the whole batch's size, as unchunked)."""
         total: dict[str, Tensor] = {}
-        scale = len(x)
         for xs, ys in zip(x.split(chunk), target.split(chunk)):
-            part = self(model, xs, ys, layers)
-            for name, r in part.items():
+            share = len(xs) / len(x)  # batch_mean: this sub-batch's share of the whole batch
+
+            def add(name: str, r: Tensor, share: float = share) -> None:  # each layer as it arrives (memory)
                 if self.start == "batch_mean":
-                    r = r.mul_(len(xs) / scale)
+                    r = r.mul_(share)
                 total[name] = total[name].add_(r) if name in total else r
+
+            self(model, xs, ys, layers, fold=add)
         return total

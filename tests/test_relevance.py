@@ -86,8 +86,14 @@ def test_chunked_lrp_sums_to_the_whole_batch_relevance(start):
     engine = WeightRelevance("epsilon_plus_flat", model.lrp_canonizer, start=start)
     whole = engine(model, x, y, select_layers(model))
     parts = engine.chunked(model, x, y, select_layers(model), 3)
+    literal: dict[str, torch.Tensor] = {}  # the sum over sub-batches, written out
+    for xs, ys in zip(x.split(3), y.split(3)):
+        for name, r in engine(model, xs, ys, select_layers(model)).items():
+            r = r * (len(xs) / len(x)) if start == "batch_mean" else r
+            literal[name] = literal[name] + r if name in literal else r
     for name, r in whole.items():
         torch.testing.assert_close(parts[name], r, rtol=1e-4, atol=1e-6 * float(r.abs().max()))
+        assert torch.equal(parts[name], literal[name])  # folded as they arrive: the same sums
         assert not torch.equal(r, torch.zeros_like(r))
 
 
