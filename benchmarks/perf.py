@@ -14,7 +14,8 @@ as medians of repeated runs:
    step, mean over 8 consecutive steps), both also with the fidelity profile (``profile=reference``:
    rows ecqx_ref, ecqx_k8_ref, judged against the clean rows) and with LRP on sub-batches of 16
    (ecqx_chunk16; its effect on the relevances is reported), and ECQx's LRP pass alone (lrp_pass:
-   the relevances of one batch, no training step), as a ratio to the FP step of the same run.
+   one batch's relevances folded into the EMA as ECQx does, no training step), as a ratio to the FP
+   step of the same run.
    Methods are timed round-robin so that background load hits all of them alike. The report derives
    from these rows the floor under ECQx's step (FP step + LRP pass share + assignment).
 3. peak memory of a step relative to the FP step: each (model, method) runs in a fresh subprocess.

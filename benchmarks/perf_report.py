@@ -129,7 +129,7 @@ def _floors(report: dict) -> list[str]:
         "",
         "floor ECQx = 1 + LRP pass + ECQx assignment; floor ECQx k8 = 1 + LRP pass / 8 + ECQx assignment (that "
         "assignment recomputes ln R, which k8 keeps between passes: a slight overestimate); the straight-through "
-        "update and write-back come on top. LRP pass peak memory: the pass alone (model, activations, relevances).",
+        "update and write-back come on top. LRP pass peak memory: the pass alone (model, activations, relevance EMA).",
     ]
 
 

@@ -90,21 +90,21 @@ class LatentMethod(Method):
         raise NotImplementedError(f"{type(self).__name__} keeps {name} in float32 but has no float_values")
 
     # -- shared machinery --------------------------------------------------------------------
-    def current_values(self, name: str) -> Tensor:
-        """The compressed values last written into layer ``name`` (float32, weight shape)."""
+    def current_values(self, name: str, out: Tensor | None = None) -> Tensor:
+        """The compressed values last written into layer ``name`` (float32, weight shape); ``out``: a
+        flat float32 tensor of the layer's size to write them into (quantized layers)."""
         if name not in self.grids:
             return self.float_values(name)
         idx = self.indices[name]
-        return self.centroids[name].index_select(0, idx.reshape(-1).int()).reshape(idx.shape)
+        return torch.index_select(self.centroids[name], 0, idx.reshape(-1).int(), out=out).reshape(idx.shape)
 
     def write_all(self) -> None:
         """Write every layer's compressed values into the model's parameters."""
         with torch.no_grad():
             for name, module in self.layers.items():
                 weight = module.weight
-                if name in self.grids and weight.dtype == torch.float32 and weight.is_contiguous():
-                    idx = self.indices[name].reshape(-1).int()  # the centroid values straight into the parameter
-                    torch.index_select(self.centroids[name], 0, idx, out=weight.view(-1))
+                if name in self.grids and weight.dtype == self.centroids[name].dtype and weight.is_contiguous():
+                    self.current_values(name, out=weight.view(-1))  # straight into the parameter, no temporary
                 else:
                     weight.copy_(self.current_values(name))
 

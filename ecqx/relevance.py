@@ -253,7 +253,9 @@ class WeightRelevance:
         then the returned dict is empty.
         """
         targets = {module: name for name, module in layers.items()}
-        found: dict[str, Tensor] = {}
+        done: dict[str, Tensor] = {}
+        deliver = fold if fold is not None else done.__setitem__
+        pending: dict[str, Tensor] = {}  # partial sums of layers with contributions still to come
         calls = dict.fromkeys(targets, 0)  # forward calls per target layer: contributions to expect
         arrived = dict.fromkeys(targets, 0)
 
@@ -262,16 +264,16 @@ class WeightRelevance:
 
         def sink(module: nn.Module, relevance: Tensor) -> None:
             name = targets[module]
-            total = found.pop(name) + relevance if name in found else relevance
+            total = pending.pop(name) + relevance if name in pending else relevance
             arrived[module] += 1
-            if fold is not None and arrived[module] == calls[module]:
-                fold(name, total)
+            if arrived[module] == calls[module]:
+                deliver(name, total)
             else:
-                found[name] = total
+                pending[name] = total
 
         was_training = model.training
         model.eval()
-        handles = [module.register_forward_hook(count) for module in targets] if fold is not None else []
+        handles = [module.register_forward_hook(count) for module in targets]
         try:
             with self._composite(targets, sink).context(model) as modified:
                 x = x.detach().requires_grad_()
@@ -281,12 +283,10 @@ class WeightRelevance:
             model.train(was_training)
             for handle in handles:
                 handle.remove()
-        if fold is None:
-            return {name: found.get(name, torch.zeros_like(layers[name].weight)) for name in layers}
-        for module, name in targets.items():  # layers not folded in the pass: no (or not all) relevance arrived
+        for module, name in targets.items():  # layers not delivered in the pass: no (or not all) relevance arrived
             if not calls[module] or arrived[module] < calls[module]:
-                fold(name, found.pop(name) if name in found else torch.zeros_like(module.weight))
-        return {}
+                deliver(name, pending.pop(name) if name in pending else torch.zeros_like(module.weight))
+        return {name: done[name] for name in layers} if fold is None else {}
 
     def chunked(
         self, model: nn.Module, x: Tensor, target: Tensor, layers: dict[str, nn.Module], chunk: int
